@@ -1,0 +1,1 @@
+"""Nightly knowledge distillation stages. Plain library: never imports airflow."""

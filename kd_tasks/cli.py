@@ -1,0 +1,128 @@
+"""Command line: load warehouses, bootstrap a teacher, print run reports.
+
+    python -m kd_tasks.cli seed-demo            # synthetic catalogue into the embedded warehouse
+    python -m kd_tasks.cli load-fashion --label subCategory
+    python -m kd_tasks.cli load-catalogue my.csv --text-column title --label-column category
+    python -m kd_tasks.cli bootstrap-teacher --ds 2024-01-10
+    python -m kd_tasks.cli report --ds 2024-01-10
+
+The warehouse is ``--warehouse`` (a URI), else ``$KD_WAREHOUSE``, else ``sqlite:///$KD_HOME/warehouse.db``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import default_warehouse_uri, get_use_case, kd_home
+
+DEFAULT_FASHION = Path(os.environ.get("KD_DATASETS", "../shared/datasets")) / "fashion_product_styles"
+
+
+def _add_dates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--end-date", default="2024-01-10",
+                   help="undated rows are spread over --days days ending here (stable per row id)")
+    p.add_argument("--days", type=int, default=10, help="number of listing days for undated rows")
+    p.add_argument("--replace", action="store_true", help="empty the products table before loading")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kd_tasks.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", default=None, help="warehouse URI (sqlite:///... or postgresql://...)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("seed-demo", help="load a synthetic catalogue (deterministic for --seed)")
+    p.add_argument("--rows", type=int, default=3000)
+    p.add_argument("--gold-fraction", type=float, default=0.3, help="share of rows with a human category")
+    p.add_argument("--seed", type=int, default=0)
+    _add_dates(p)
+
+    p = sub.add_parser("load-catalogue", help="load your own CSV / Parquet catalogue")
+    p.add_argument("file")
+    p.add_argument("--text-column", required=True, help="column with the product title")
+    p.add_argument("--label-column", required=True, help="column with the category (empty = unlabelled)")
+    p.add_argument("--id-column", default=None, help="unique id column; default: derived from the title")
+    p.add_argument("--date-column", default=None, help="listing date column (YYYY-MM-DD...); default: spread")
+    _add_dates(p)
+
+    p = sub.add_parser("load-fashion", help="load the Fashion Product Images catalogue")
+    p.add_argument("--folder", default=str(DEFAULT_FASHION), help="folder with styles.csv.gz + styles_text.csv.gz")
+    p.add_argument("--label", default="subCategory", choices=["masterCategory", "subCategory", "articleType"])
+    p.add_argument("--limit", type=int, default=None, help="load only the first N rows")
+    p.add_argument("--gold-fraction", type=float, default=1.0,
+                   help="keep the category on this share of rows (stable by id); the rest load unlabelled")
+    _add_dates(p)
+
+    p = sub.add_parser("bootstrap-teacher", help="fine-tune the teacher without Airflow")
+    p.add_argument("--use-case", default="product_category")
+    p.add_argument("--ds", required=True, help="use gold rows listed up to this date")
+    p.add_argument("--base-model", default=None, help="local HF directory; default: packaged MiniLM")
+    p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("make-tiny-base", help="save a tiny random BERT (MiniLM tokenizer) for smoke runs")
+    p.add_argument("out_dir")
+
+    p = sub.add_parser("report", help="print the latest run report for a date")
+    p.add_argument("--use-case", default="product_category")
+    p.add_argument("--ds", required=True)
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uri = args.warehouse or default_warehouse_uri()
+    from . import warehouse
+
+    if args.command == "seed-demo":
+        from .synthetic import generate_catalogue
+
+        rows = generate_catalogue(args.rows, args.days, args.end_date, args.gold_fraction, args.seed)
+        n = warehouse.load_products(uri, rows, replace=args.replace)
+        print(f"loaded {n} synthetic products ({sum(r['category'] is not None for r in rows)} labelled) into {uri}")
+    elif args.command == "load-catalogue":
+        n = warehouse.load_catalogue_file(uri, args.file, text_column=args.text_column,
+                                          label_column=args.label_column, id_column=args.id_column,
+                                          date_column=args.date_column, end_date=args.end_date,
+                                          days=args.days, replace=args.replace)
+        print(f"loaded {n} products from {args.file} into {uri}")
+    elif args.command == "load-fashion":
+        from .data import is_holdout
+
+        records = warehouse.read_fashion_styles(args.folder)[:args.limit]
+        rows = warehouse.catalogue_rows(records, source="fashion_product_styles", text_column="productDisplayName",
+                                        label_column=args.label, id_column="id", end_date=args.end_date,
+                                        days=args.days)
+        keep = int(round(args.gold_fraction * 100))
+        for r in rows:  # hide labels on a stable share of rows: the "most rows are unlabelled" reality
+            if not is_holdout("gold:" + r["product_id"], keep):
+                r["category"] = None
+        n = warehouse.load_products(uri, rows, replace=args.replace)
+        print(f"loaded {n} fashion products ({sum(r['category'] is not None for r in rows)} labelled with "
+              f"{args.label}) into {uri}")
+    elif args.command == "bootstrap-teacher":
+        from .nightly import bootstrap
+
+        print(json.dumps(bootstrap(get_use_case(args.use_case), args.ds, uri, args.base_model, args.force)))
+    elif args.command == "make-tiny-base":
+        from .teacher import create_tiny_base_model
+
+        print(create_tiny_base_model(args.out_dir))
+    elif args.command == "report":
+        from .report import format_report
+
+        runs = sorted((kd_home() / "runs" / args.use_case).glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+        reports = [json.loads(p.read_text()) for p in runs]
+        reports = [r for r in reports if r["ds"] == args.ds]
+        if not reports:
+            print(f"no run report for {args.use_case} ds={args.ds} under {kd_home() / 'runs'}; run the DAG first",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(reports[-1], indent=2) if args.json else format_report(reports[-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Typed configuration: one frozen dataclass per concern.
+
+Every config is built with ``from_dict`` which rejects unknown keys (listing the known ones) and
+validates values in ``__post_init__`` with a message that says what to change. The config used by a
+run is saved next to every artifact it produces (``asdict``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+STUDENT_SIZES = {
+    # name: (hash buckets, embedding dim, hidden units)
+    "small": (1 << 14, 32, 64),
+    "base": (1 << 15, 48, 128),
+    "large": (1 << 16, 64, 256),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range."""
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any] | None) -> T:
+    """Build ``cls`` from a mapping, rejecting keys the dataclass does not define."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} got unknown key(s) {unknown}; known keys are {sorted(known)}"
+        )
+    return cls(**values)
+
+
+def kd_home() -> Path:
+    """Root of everything the pipeline writes: ``$KD_HOME`` (a path or ``file://`` URI), default ``./var``."""
+    raw = os.environ.get("KD_HOME", "var")
+    if raw.startswith("file://"):
+        raw = raw[len("file://"):]
+    elif "://" in raw:
+        raise ConfigError(
+            f"KD_HOME={raw!r}: only local paths and file:// URIs are supported; "
+            "mount the object store or set KD_HOME to a local directory"
+        )
+    return Path(raw).resolve()
+
+
+def default_warehouse_uri() -> str:
+    """``$KD_WAREHOUSE`` if set, else the embedded SQLite file under KD_HOME."""
+    return os.environ.get("KD_WAREHOUSE") or f"sqlite:///{kd_home() / 'warehouse.db'}"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 4.0  # T: softens both distributions; one labelling serves any T
+    alpha: float = 0.7  # weight of the T^2-scaled KL term; (1 - alpha) weights CE on gold rows
+    epochs: int = 8  # passes over the training window
+    learning_rate: float = 0.01  # AdamW learning rate
+    batch_size: int = 128  # rows per optimisation step
+    seed: int = 0  # seeds torch and the shuffling; same seed + same data -> same student
+    student_size: str = "base"  # one of STUDENT_SIZES: hash buckets / embedding dim / hidden units
+    lookback_days: int = 7  # training window: soft-label partitions ds-lookback+1 .. ds
+    warm_start: bool = True  # start from the champion's weights when it is compatible
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}; try 2..8")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.student_size not in STUDENT_SIZES:
+            raise ConfigError(
+                f"student_size={self.student_size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}"
+            )
+        if self.lookback_days < 1:
+            raise ConfigError(f"lookback_days must be >= 1, got {self.lookback_days}")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_teacher_retention: float = 0.90  # student macro-F1 >= this fraction of the teacher's
+    max_champion_regression: float = 0.01  # epsilon: student macro-F1 >= champion's - epsilon
+    max_student_bytes: int = 50_000_000  # size budget of the student on disk
+    max_student_p50_ms_b1: float = 5.0  # latency budget: CPU p50 at batch 1, milliseconds
+    min_eval_rows: int = 30  # fewer held-out gold rows than this cannot justify a promotion
+
+    def __post_init__(self):
+        if not 0.0 < self.min_teacher_retention <= 1.5:
+            raise ConfigError(f"min_teacher_retention must be in (0, 1.5], got {self.min_teacher_retention}")
+        if self.max_champion_regression < 0:
+            raise ConfigError(f"max_champion_regression must be >= 0, got {self.max_champion_regression}")
+        if self.min_eval_rows < 1:
+            raise ConfigError(f"min_eval_rows must be >= 1, got {self.min_eval_rows}")
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    epochs: int = 4  # fine-tuning passes over the gold rows
+    learning_rate: float = 5e-5  # AdamW learning rate for the encoder and head
+    head_learning_rate: float = 1e-3  # the freshly initialised classification head learns faster
+    batch_size: int = 32  # rows per step
+    max_length: int = 32  # tokens per title; longer titles are truncated
+    max_rows: int = 4000  # cap on gold rows used (keeps a CPU bootstrap within minutes)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4 or self.max_rows < 1:
+            raise ConfigError(
+                f"teacher training needs epochs>=1, batch_size>=1, max_length>=4, max_rows>=1; got {self}"
+            )
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """A use case is a declaration: SQL, columns, label set source, teacher, student family, gate."""
+
+    name: str  # used in every path: lake/<name>/..., registry/<name>/...
+    extract_sql: str  # file under sql/ that returns one row per item in the window
+    id_column: str  # stable row id
+    text_column: str  # model input
+    label_column: str  # gold label; NULL where no human label exists
+    teacher_sql: str  # file under sql/ returning the gold-labelled rows a teacher is fine-tuned on
+    teacher_dir: str = ""  # local Hugging Face directory; default: KD_HOME/teachers/<name>
+    holdout_percent: int = 20  # rows whose id hashes below this percentage are never trained on
+    extract_lookback_days: int = 1  # extract window: ds-extract_lookback_days+1 .. ds
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+    def __post_init__(self):
+        if not 0 < self.holdout_percent < 100:
+            raise ConfigError(f"holdout_percent must be in (0, 100), got {self.holdout_percent}")
+        if self.extract_lookback_days < 1:
+            raise ConfigError(f"extract_lookback_days must be >= 1, got {self.extract_lookback_days}")
+
+    def resolved_teacher_dir(self) -> Path:
+        return Path(self.teacher_dir) if self.teacher_dir else kd_home() / "teachers" / self.name
+
+    def with_overrides(self, distill: Mapping[str, Any] | None = None,
+                       gate: Mapping[str, Any] | None = None, **top: Any) -> "UseCase":
+        """A copy with some distillation / gate / top-level values replaced (all validated)."""
+        new_distill = from_dict(DistillConfig, {**dataclasses.asdict(self.distill), **(distill or {})})
+        new_gate = from_dict(GateConfig, {**dataclasses.asdict(self.gate), **(gate or {})})
+        known = {f.name for f in dataclasses.fields(self)} - {"distill", "gate", "teacher_train"}
+        unknown = sorted(set(top) - known)
+        if unknown:
+            raise ConfigError(f"UseCase got unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return dataclasses.replace(self, distill=new_distill, gate=new_gate, **top)
+
+
+PRODUCT_CATEGORY = UseCase(
+    name="product_category",
+    extract_sql="product_category/extract_products.sql",
+    id_column="product_id",
+    text_column="title",
+    label_column="category",
+    teacher_sql="product_category/gold_products.sql",
+)
+
+USE_CASES = {PRODUCT_CATEGORY.name: PRODUCT_CATEGORY}
+
+
+def get_use_case(name: str) -> UseCase:
+    if name not in USE_CASES:
+        raise ConfigError(f"unknown use case {name!r}; known: {sorted(USE_CASES)}")
+    return USE_CASES[name]

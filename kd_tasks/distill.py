@@ -1,0 +1,106 @@
+"""Stage 3: distill a student from the window's soft labels (plus gold labels where they exist).
+
+Also trains the no-distillation baseline: the same student on the same gold rows with the same
+budget and alpha = 0 (cross-entropy only), so every night shows what the teacher added.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import registry
+from .config import DistillConfig, UseCase
+from .data import Window, load_window
+from .losses import NO_LABEL, kd_loss
+from .student import Student, batch_inputs
+from .teacher import content_version
+
+log = logging.getLogger(__name__)
+
+
+def train_student(window: Window, config: DistillConfig, init: Student | None = None,
+                  log_prefix: str = "student") -> Student:
+    """Fit a student on ``window`` (every row gets the KD term, gold rows also the CE term)."""
+    torch.manual_seed(config.seed)
+    student = Student(window.label_names, config.student_size)
+    if init is not None:
+        student.net.load_state_dict(init.net.state_dict())
+    gold = torch.from_numpy(window.gold_index())
+    rows = np.arange(len(window.ids)) if config.alpha > 0 else np.flatnonzero(window.gold_index() != NO_LABEL)
+    if len(rows) == 0:
+        raise ValueError(
+            f"{log_prefix}: no training rows (alpha={config.alpha} needs "
+            f"{'soft labels' if config.alpha > 0 else 'gold labels'}); load more data or widen lookback_days"
+        )
+    teacher = torch.from_numpy(window.teacher_logits)
+    # Featurise once: the hashing is the expensive part of a step.
+    feats = [batch_inputs([t], student.n_buckets)[0] for t in window.texts]
+    opt = torch.optim.AdamW(student.net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(config.seed)
+    started = time.perf_counter()
+    student.net.train()
+    for epoch in range(config.epochs):
+        order = torch.from_numpy(rows)[torch.randperm(len(rows), generator=gen)]
+        total, batches = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            pieces = [feats[i] for i in idx.tolist()]
+            offsets = torch.tensor([0] + [len(p) for p in pieces[:-1]]).cumsum(0)
+            z_s = student.net(torch.cat(pieces), offsets)
+            loss = kd_loss(z_s, teacher[idx], gold[idx], config.temperature, config.alpha)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            batches += 1
+        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed)", log_prefix, epoch + 1,
+                 config.epochs, total / batches, len(rows), time.perf_counter() - started)
+    student.net.eval()
+    return student
+
+
+def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: str | Path,
+                    home: Path | None = None) -> dict[str, Any]:
+    """Train the KD student and the no-KD baseline on the window ending at ``ds``; save both in ``run_dir``."""
+    cfg = use_case.distill
+    run_dir = Path(run_dir)
+    window = load_window(use_case, ds, teacher_version, cfg.lookback_days, home)
+    train = window.subset(~window.holdout)
+    n_gold = int((train.gold_index() != NO_LABEL).sum())
+    unknown_gold = sum(1 for g, i in zip(train.gold, train.gold_index()) if g is not None and i == NO_LABEL)
+    log.info("window %s..%s: %d rows, %d for training (%d with gold labels), %d held out",
+             window.days[0], window.days[-1], len(window.ids), len(train.ids), n_gold, int(window.holdout.sum()))
+    if unknown_gold:
+        log.warning("%d training rows have gold labels the teacher does not know; they train on soft labels only",
+                    unknown_gold)
+
+    init, warm_from = None, None
+    champ = registry.champion(use_case.name, home)
+    if cfg.warm_start and champ is not None:
+        candidate = Student.load(champ["path"])
+        if candidate.compatible_with(Student(train.label_names, cfg.student_size)):
+            init, warm_from = candidate, champ["version"]
+            log.info("warm start from champion %s", warm_from)
+        else:
+            log.info("champion %s has another label set or size; training from scratch", champ["version"])
+
+    student = train_student(train, cfg, init, "student_kd")
+    baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard")
+
+    out = {}
+    for name, model in (("student", student), ("baseline", baseline)):
+        d = model.save(run_dir / name)
+        out[name] = {"dir": str(d), "version": content_version(d)}
+    config = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version,
+              "distill": asdict(cfg), "window": window.days, "warm_started_from": warm_from,
+              "train_rows": len(train.ids), "gold_rows": n_gold}
+    (run_dir / "distill.json").write_text(json.dumps(config, indent=2))
+    return {**out, "warm_started_from": warm_from, "champion_version": champ["version"] if champ else None, "train_rows": len(train.ids), "gold_rows": n_gold,
+            "window": window.days}

@@ -1,0 +1,139 @@
+"""Stage 4: evaluate teacher, student, no-KD baseline and champion on the fixed held-out slice.
+
+Quality is measured on gold-labelled held-out rows of the window; agreement and KL against the
+teacher on the same rows; size as parameters and bytes on disk; CPU latency by one harness for
+every model (tokenisation / featurisation included, batch 1 and batch 64).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import registry
+from .config import UseCase
+from .data import load_window
+from .student import Student
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class recall over the label names present in ``gold``."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    labels = sorted(set(gold))
+    recall = recall_score(gold, pred, labels=labels, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        "per_class_recall": {label: float(r) for label, r in zip(labels, recall)},
+    }
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def agreement(teacher_logits: np.ndarray, student_logits: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement and mean KL(teacher || student) at T = 1."""
+    lt, ls = _log_softmax(teacher_logits), _log_softmax(student_logits)
+    kl = (np.exp(lt) * (lt - ls)).sum(axis=1)
+    return {"top1_agreement": float((lt.argmax(1) == ls.argmax(1)).mean()), "mean_kl": float(kl.mean())}
+
+
+def latency(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], batch_size: int,
+            repeats: int, warmup: int = 3) -> dict[str, float]:
+    """p50 / p95 wall-clock milliseconds of ``predict`` on batches of ``batch_size`` texts."""
+    rng = np.random.default_rng(0)
+    batches = [[texts[i] for i in rng.integers(0, len(texts), batch_size)] for _ in range(warmup + repeats)]
+    for b in batches[:warmup]:
+        predict(b)
+    times = []
+    for b in batches[warmup:]:
+        t0 = time.perf_counter()
+        predict(b)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def latency_profile(predict: Callable[[Sequence[str]], Any], texts: Sequence[str],
+                    repeats_b1: int = 50, repeats_b64: int = 10) -> dict[str, float]:
+    b1 = latency(predict, texts, 1, repeats_b1)
+    b64 = latency(predict, texts, 64, repeats_b64)
+    return {"p50_ms_b1": b1["p50_ms"], "p95_ms_b1": b1["p95_ms"],
+            "p50_ms_b64": b64["p50_ms"], "p95_ms_b64": b64["p95_ms"],
+            "rows_per_s_b64": 64_000.0 / b64["p50_ms"]}
+
+
+def _predict_names(label_names: Sequence[str], logits: np.ndarray) -> list[str]:
+    return [label_names[i] for i in logits.argmax(axis=1)]
+
+
+def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: str | Path,
+                     champion_version: str | None = None, home: Path | None = None,
+                     measure_latency: bool = True) -> dict[str, Any]:
+    """Write ``run_dir/evaluation.json`` and return it.
+
+    ``champion_version`` is the production version read when the run started; passing it keeps
+    evaluation and the later compare-and-swap promotion about the same champion.
+    """
+    from .teacher import load_teacher
+
+    run_dir = Path(run_dir)
+    window = load_window(use_case, ds, teacher_version, use_case.distill.lookback_days, home)
+    held = window.subset(window.holdout & np.array([g is not None for g in window.gold], dtype=bool))
+    gold = [str(g) for g in held.gold]
+    log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(gold),
+             window.days[0] if window.days else ds, ds)
+
+    models: dict[str, dict[str, Any]] = {}
+    teacher_logits = held.teacher_logits
+    models["teacher"] = {"version": teacher_version}
+    students = {"student": Student.load(run_dir / "student"), "baseline": Student.load(run_dir / "baseline")}
+    champ = None
+    if champion_version is not None:
+        champ = {"version": champion_version,
+                 "path": str(registry.registry_dir(use_case.name, home) / "versions" / champion_version)}
+    if champ is not None:
+        students["champion"] = Student.load(champ["path"])
+        models["champion"] = {"version": champ["version"]}
+    for name in students:
+        models.setdefault(name, {})
+
+    logits = {"teacher": teacher_logits, **{n: s.logits(held.texts) for n, s in students.items()}}
+    for name, z in logits.items():
+        label_names = window.label_names if name == "teacher" else students[name].label_names
+        models[name].update(classification_metrics(gold, _predict_names(label_names, z)) if gold else
+                            {"accuracy": None, "macro_f1": None, "per_class_recall": {}})
+        if name != "teacher" and students[name].label_names == window.label_names and len(z):
+            models[name].update(agreement(teacher_logits, z))
+
+    teacher = load_teacher(use_case.resolved_teacher_dir())
+    models["teacher"].update({"params": teacher.num_parameters(), "bytes": teacher.bytes_on_disk()})
+    for name, s in students.items():
+        d = run_dir / name if name != "champion" else Path(champ["path"])
+        models[name].update({"params": s.num_parameters(), "bytes": Student.bytes_on_disk(d)})
+    if measure_latency:
+        sample = window.texts[:512] or ["empty"]
+        models["teacher"].update(latency_profile(lambda b: teacher.logits(b, batch_size=64), sample))
+        models["student"].update(latency_profile(students["student"].logits, sample))
+        log.info("latency p50 b1: teacher %.2f ms, student %.3f ms", models["teacher"]["p50_ms_b1"],
+                 models["student"]["p50_ms_b1"])
+    report = {"use_case": use_case.name, "ds": ds, "eval_rows": len(gold), "window": window.days,
+              "teacher_version": teacher_version, "champion_version": champ["version"] if champ else None,
+              "models": models}
+    (run_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    for name, m in models.items():
+        log.info("%-9s accuracy %s macro-F1 %s params %s", name, _fmt(m.get("accuracy")),
+                 _fmt(m.get("macro_f1")), m.get("params"))
+    return report
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

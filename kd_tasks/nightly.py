@@ -1,0 +1,146 @@
+"""The nightly chain as plain functions of (use case, ds, params): what each DAG task calls.
+
+Every function takes and returns small JSON-able values (names, dates, paths, metrics), so the DAG
+passes paths through XCom, never data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import gate, registry, warehouse
+from .config import TeacherTrainConfig, UseCase, from_dict, get_use_case, kd_home
+from .data import is_holdout
+from .distill import distill_student
+from .evaluate import evaluate_student
+from .extract import extract_partition
+from .report import format_report
+from .soft_labels import generate_soft_labels
+from .teacher import bootstrap_teacher, load_teacher
+
+log = logging.getLogger(__name__)
+
+# Params a person may change by hand, and where each lands in the use case's config.
+DISTILL_PARAMS = ("temperature", "alpha", "epochs", "learning_rate", "seed", "student_size", "lookback_days")
+
+
+def resolve_use_case(name: str, params: Mapping[str, Any] | None = None) -> UseCase:
+    """The declared use case with the run's Params applied (validated by the config classes)."""
+    params = dict(params or {})
+    distill = {k: params[k] for k in DISTILL_PARAMS if params.get(k) is not None}
+    top = {k: params[k] for k in ("extract_lookback_days",) if params.get(k) is not None}
+    return get_use_case(name).with_overrides(distill=distill, **top)
+
+
+def run_dir_for(use_case: UseCase, run_id: str, home: Path | None = None) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    path = (home or kd_home()) / "runs" / use_case.name / safe
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | None = None,
+              force: bool = False, train: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune the use case's teacher on gold rows up to ``ds`` unless one exists (or ``force``).
+
+    ``train`` overrides fields of the use case's ``TeacherTrainConfig`` (epochs, learning_rate, ...).
+    """
+    train_config = from_dict(TeacherTrainConfig, {**asdict(use_case.teacher_train), **(train or {})})
+    target = use_case.resolved_teacher_dir()
+    if not force and target.is_dir():
+        teacher = load_teacher(target)  # verifies it; a broken one raises and says how to fix it
+        log.info("teacher %s already exists at %s; pass force=True to retrain", teacher.version, target)
+        return {"version": teacher.version, "path": str(target), "trained": False}
+    table = warehouse.query_table(warehouse_uri, use_case.teacher_sql, {"end_ds": ds})
+    rows = [r for r in table.to_pylist() if not is_holdout(r[use_case.id_column], use_case.holdout_percent)]
+    if not rows:
+        raise ValueError(
+            f"no gold-labelled rows up to {ds} in the warehouse (sql/{use_case.teacher_sql}); "
+            "load a labelled catalogue first (python -m kd_tasks.cli load-catalogue ...)"
+        )
+    manifest = bootstrap_teacher(
+        [r[use_case.text_column] for r in rows], [r[use_case.label_column] for r in rows], target,
+        base_model=base_model, config=train_config,
+        provenance={"as_of": ds, "sql_file": use_case.teacher_sql, "sql_hash": warehouse.sql_hash(use_case.teacher_sql),
+                    "holdout_percent": use_case.holdout_percent},
+    )
+    return {"version": manifest["version"], "path": str(target), "trained": True}
+
+
+def extract(use_case: UseCase, ds: str, warehouse_uri: str) -> dict[str, Any]:
+    return extract_partition(use_case, ds, warehouse_uri)
+
+
+def soft_labels(use_case: UseCase, ds: str) -> dict[str, Any]:
+    return generate_soft_labels(use_case, ds)
+
+
+def distill(use_case: UseCase, ds: str, teacher_version: str, run_id: str) -> dict[str, Any]:
+    run_dir = run_dir_for(use_case, run_id)
+    result = distill_student(use_case, ds, teacher_version, run_dir)
+    return {**result, "run_dir": str(run_dir), "teacher_version": teacher_version}
+
+
+def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: bool) -> dict[str, Any]:
+    """Evaluate, then apply the gate; writes evaluation.json and gate.json into the run directory."""
+    run_dir = Path(distilled["run_dir"])
+    report = evaluate_student(use_case, ds, distilled["teacher_version"], run_dir,
+                              champion_version=distilled.get("champion_version"))
+    decision = gate.decide(report, use_case.gate, dry_run=dry_run)
+    for c in decision["checks"]:
+        log.info("gate %-20s %s value=%s threshold=%s (%s)", c["name"], "PASS" if c["passed"] else "FAIL",
+                 c["value"], c["threshold"], c["detail"])
+    log.info("gate decision: %s (%s)", decision["decision"], decision["reason"])
+    (run_dir / "gate.json").write_text(json.dumps(decision, indent=2))
+    return {"run_dir": str(run_dir), "decision": decision["decision"], "reason": decision["reason"]}
+
+
+def promote(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str,
+            reason: str = "gate passed") -> dict[str, Any]:
+    """Register the student and move the production alias (compare-and-swap on the champion)."""
+    run_dir = Path(distilled["run_dir"])
+    distill_cfg = json.loads((run_dir / "distill.json").read_text())
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    manifest = {
+        "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["student"]["version"],
+        "data_window": distill_cfg["window"], "teacher_version": distill_cfg["teacher_version"],
+        "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
+        "config": {"distill": asdict(use_case.distill), "gate": asdict(use_case.gate)},
+        "metrics": evaluation["models"]["student"], "warm_started_from": distill_cfg["warm_started_from"],
+    }
+    result = registry.promote(use_case.name, distilled["student"]["dir"], distilled["student"]["version"],
+                              manifest, expected_champion=distilled.get("champion_version"), reason=reason)
+    log.info("promoted %s to production (previous: %s) at %s", result["version"], result["previous"], result["path"])
+    return _record_outcome(run_dir, {"outcome": "promoted", **result})
+
+
+def hold(use_case: UseCase, evaluated: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the champion. Holding is a normal outcome, not a failure."""
+    champ = registry.champion(use_case.name)
+    log.info("holding: %s; production stays %s", evaluated["reason"], champ["version"] if champ else "(none)")
+    return _record_outcome(Path(evaluated["run_dir"]), {
+        "outcome": "held", "reason": evaluated["reason"], "champion": champ["version"] if champ else None})
+
+
+def _record_outcome(run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    (run_dir / "outcome.json").write_text(json.dumps(outcome, indent=2))
+    return outcome
+
+
+def write_report(use_case: UseCase, ds: str, run_id: str, run_dir: str) -> str:
+    """Combine evaluation, gate and outcome into ``report.json``; log the table; return the path."""
+    run_dir = Path(run_dir)
+    report = {
+        "use_case": use_case.name, "ds": ds, "run_id": run_id,
+        "evaluation": json.loads((run_dir / "evaluation.json").read_text()),
+        "gate": json.loads((run_dir / "gate.json").read_text()),
+        "outcome": json.loads((run_dir / "outcome.json").read_text()),
+    }
+    path = run_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2))
+    log.info("run report %s\n%s", path, format_report(report))
+    return str(path)

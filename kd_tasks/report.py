@@ -1,0 +1,41 @@
+"""A run report as a short text table: models side by side, every gate check, the decision."""
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = (("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"),
+           ("top1_agreement", "agree", "{:.3f}"), ("params", "params", "{:,}"), ("bytes", "bytes", "{:,}"),
+           ("p50_ms_b1", "p50 b1 ms", "{:.3f}"), ("p50_ms_b64", "p50 b64 ms", "{:.2f}"))
+
+
+def _cell(model: dict[str, Any], key: str, fmt: str) -> str:
+    value = model.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    ev, gate, outcome = report["evaluation"], report["gate"], report["outcome"]
+    lines = [f"use case {report['use_case']}  ds={report['ds']}  run={report['run_id']}",
+             f"held-out gold rows: {ev['eval_rows']}  window: {', '.join(ev['window'])}",
+             f"teacher {ev['teacher_version']}  champion {ev.get('champion_version') or '(none: first run)'}", ""]
+    header = ["model"] + [title for _, title, _ in COLUMNS]
+    rows = [[name] + [_cell(m, key, fmt) for key, _, fmt in COLUMNS] for name, m in ev["models"].items()]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    m = ev["models"]
+    if m["student"].get("params") and m["teacher"].get("params"):
+        ratio = f"params ratio teacher/student: {m['teacher']['params'] / m['student']['params']:.1f}x"
+        if m["student"].get("p50_ms_b1"):
+            ratio += f"  p50 b1 latency ratio: {m['teacher']['p50_ms_b1'] / m['student']['p50_ms_b1']:.1f}x"
+        lines += ["", ratio]
+    lines += ["", "gate checks:"]
+    for c in gate["checks"]:
+        lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']:<20} value={c['value']} "
+                     f"threshold={c['threshold']}  ({c['detail']})")
+    lines += ["", f"decision: {gate['decision']} ({gate['reason']})"]
+    if outcome.get("outcome") == "promoted":
+        lines.append(f"promoted version {outcome['version']} -> {outcome['path']}")
+    else:
+        lines.append(f"held; production stays {outcome.get('champion') or '(none)'}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Stage 2: the teacher writes raw logits for every extract partition in the training window.
+
+Soft labels keep raw logits (temperature is applied at training time, so one labelling serves any T)
+and live under ``teacher=<version>``, so labels of two teacher versions are never mixed. A partition
+already labelled by this teacher version, from the same extract, is not labelled again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import lake
+from .config import UseCase
+from .teacher import TeacherError, content_version, load_teacher
+
+log = logging.getLogger(__name__)
+
+
+class NaNLogitsError(ValueError):
+    """Logits contain NaN or infinity: the teacher or a soft-label file is broken."""
+
+
+def ids_fingerprint(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        raise NaNLogitsError(f"{where}: {int(bad.sum())} of {len(logits)} rows have NaN/inf logits; {fix}")
+
+
+def teacher_version(use_case: UseCase) -> str:
+    path = use_case.resolved_teacher_dir()
+    if not path.is_dir():
+        load_teacher(path)  # raises the documented "no teacher" error
+    return content_version(path)
+
+
+def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None = None,
+                         home: Path | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Label every extract partition in the window ending at ``ds`` that lacks current soft labels.
+
+    Returns ``{"teacher_version", "labelled": [ds...], "reused": [ds...], "missing_extract": [ds...],
+    "rows_labelled"}``. The partition for ``ds`` itself must exist.
+    """
+    days = lake.window_days(ds, lookback_days or use_case.distill.lookback_days)
+    version = teacher_version(use_case)
+    teacher = None
+    result: dict[str, Any] = {"teacher_version": version, "labelled": [], "reused": [],
+                              "missing_extract": [], "rows_labelled": 0}
+    for day in days:
+        src = lake.extract_path(use_case.name, day, home)
+        if not src.exists():
+            if day == ds:
+                lake.read_partition(src, "extract", f"run extract_products for ds={ds} first")
+            result["missing_extract"].append(day)
+            continue
+        extract = pq.read_table(src)
+        ids = extract.column(use_case.id_column).to_pylist()
+        fingerprint = ids_fingerprint(ids)
+        dst = lake.soft_label_path(use_case.name, version, day, home)
+        if dst.exists() and lake.read_provenance(dst).get("extract_ids") == fingerprint:
+            result["reused"].append(day)
+            continue
+        if teacher is None:
+            teacher = load_teacher(use_case.resolved_teacher_dir())
+            log.info("loaded teacher %s (%d labels, %.1fM params)", version, len(teacher.label_names),
+                     teacher.num_parameters() / 1e6)
+        started = time.perf_counter()
+        texts = extract.column(use_case.text_column).to_pylist()
+        logits = np.concatenate([
+            teacher.logits(texts[i:i + 1024], batch_size=batch_size) for i in range(0, len(texts), 1024)
+        ]) if texts else np.zeros((0, len(teacher.label_names)), np.float32)
+        check_finite(logits, f"teacher {version} on ds={day}",
+                     "the teacher weights are corrupt; re-run kd_teacher_bootstrap or restore the teacher directory")
+        n_labels = logits.shape[1]
+        table = pa.table({
+            "row_id": pa.array(ids, pa.string()),
+            "ds": pa.array([day] * len(ids), pa.string()),
+            "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), n_labels),
+        })
+        lake.write_partition(table, dst, {
+            "use_case": use_case.name, "ds": day, "teacher_version": version,
+            "label_names": teacher.label_names, "extract_path": str(src), "extract_ids": fingerprint,
+            "extract_provenance": lake.read_provenance(src),
+        })
+        elapsed = time.perf_counter() - started
+        log.info("soft labels ds=%s: %d rows in %.1fs (%.0f rows/s) -> %s", day, len(ids), elapsed,
+                 len(ids) / max(elapsed, 1e-9), dst)
+        result["labelled"].append(day)
+        result["rows_labelled"] += len(ids)
+    if result["reused"]:
+        log.info("already labelled by teacher %s, not redone: %s", version, result["reused"])
+    if result["missing_extract"]:
+        log.info("no extract partition (skipped or not yet extracted): %s", result["missing_extract"])
+    return result
+
+
+def label_names_of(use_case: UseCase, version: str, ds: str, home: Path | None = None) -> list[str]:
+    path = lake.soft_label_path(use_case.name, version, ds, home)
+    names = lake.read_provenance(path).get("label_names")
+    if not names:
+        raise TeacherError(f"{path} records no label names; rerun generate_soft_labels for ds={ds}")
+    return list(names)

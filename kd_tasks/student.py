@@ -1,0 +1,111 @@
+"""The student: hashed word + character n-grams -> EmbeddingBag -> MLP.
+
+fastText-style features make the student robust to spelling variants ("Tshirt", "T-shirt") and
+unseen brand names, while staying ~10x smaller and ~100x faster than a MiniLM teacher on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import STUDENT_SIZES
+
+_WORD = re.compile(r"[a-z0-9]+")
+WEIGHTS = "student.safetensors"
+CONFIG = "student.json"
+
+
+def featurize(text: str, n_buckets: int) -> list[int]:
+    """Bucket ids of the text's words, word bigrams and character 3..5-grams of each word."""
+    words = _WORD.findall(text.lower())
+    grams = [f"w:{w}" for w in words]
+    grams += [f"b:{a}_{b}" for a, b in zip(words, words[1:])]
+    for w in words:
+        padded = f"<{w}>"
+        for n in (3, 4, 5):
+            grams += [f"c:{padded[i:i + n]}" for i in range(len(padded) - n + 1)]
+    if not grams:
+        grams = ["<empty>"]
+    return [zlib.crc32(g.encode()) % n_buckets for g in grams]
+
+
+def batch_inputs(texts: Sequence[str], n_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """EmbeddingBag inputs: flat bucket ids and the offset of each text."""
+    ids, offsets = [], []
+    for t in texts:
+        offsets.append(len(ids))
+        ids.extend(featurize(t, n_buckets))
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+
+class StudentNet(nn.Module):
+    def __init__(self, n_buckets: int, dim: int, hidden: int, n_labels: int):
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode="mean")
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embedding(ids, offsets))
+
+
+class Student:
+    """A trained student with its label names; saves and loads as a small directory."""
+
+    def __init__(self, label_names: Sequence[str], size: str = "base", net: StudentNet | None = None):
+        if size not in STUDENT_SIZES:
+            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}")
+        self.label_names = list(label_names)
+        self.size = size
+        self.n_buckets, self.dim, self.hidden = STUDENT_SIZES[size]
+        self.net = net or StudentNet(self.n_buckets, self.dim, self.hidden, len(self.label_names))
+
+    def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
+        self.net.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                out.append(self.net(*batch_inputs(texts[i:i + batch_size], self.n_buckets)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def compatible_with(self, other: "Student") -> bool:
+        return self.label_names == other.label_names and self.size == other.size
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / WEIGHTS)
+        (directory / CONFIG).write_text(json.dumps(
+            {"family": "hashed_ngram_mlp", "size": self.size, "label_names": self.label_names,
+             "n_buckets": self.n_buckets, "dim": self.dim, "hidden": self.hidden}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Student":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a student directory (needs {WEIGHTS} and {CONFIG})"
+            )
+        cfg = json.loads((directory / CONFIG).read_text())
+        student = cls(cfg["label_names"], cfg["size"])
+        student.net.load_state_dict(load_file(directory / WEIGHTS))
+        student.net.eval()
+        return student
+
+    @staticmethod
+    def bytes_on_disk(directory: str | Path) -> int:
+        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())

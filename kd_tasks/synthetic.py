@@ -1,0 +1,78 @@
+"""A synthetic product catalogue for the demo: realistic titles, deterministic for a seed.
+
+Titles are built like real marketplace titles: ``<brand> <gender> <style> <colour> <article>``, with
+the article word drawn from the category's synonyms, sometimes dropped (then only the style word and
+brand hint at the category), and a little noise. Listings are spread over ``days`` days ending at
+``end_date``; only ``gold_fraction`` of them carry a human category label.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+# category -> (article synonyms, style words that hint at it, brands that sell it)
+CATALOGUE: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "Tshirts": (["Tshirt", "T-shirt", "Tee", "Polo Tshirt"], ["Printed", "Round Neck", "Graphic", "Slim Fit"],
+                ["Nike", "Puma", "Roadster", "United Colors of Benetton", "Adidas"]),
+    "Shirts": (["Shirt", "Casual Shirt", "Formal Shirt"], ["Checked", "Slim Fit", "Striped", "Linen"],
+               ["Peter England", "Van Heusen", "Arrow", "Roadster", "Allen Solly"]),
+    "Jeans": (["Jeans", "Denim Jeans"], ["Skinny Fit", "Washed", "Distressed", "Slim Fit"],
+              ["Levis", "Wrangler", "Lee", "Roadster", "Spykar"]),
+    "Kurtas": (["Kurta", "Kurti", "Straight Kurta"], ["Embroidered", "Printed", "Ethnic", "Anarkali"],
+               ["Fabindia", "Biba", "W", "Global Desi", "Anouk"]),
+    "Dresses": (["Dress", "Maxi Dress", "Shift Dress"], ["Floral", "Bodycon", "Printed", "A-Line"],
+                ["Mango", "Vero Moda", "Only", "Forever New", "Zara"]),
+    "Casual Shoes": (["Casual Shoes", "Sneakers", "Loafers"], ["Canvas", "Suede", "Lace-Up", "Slip-On"],
+                     ["Converse", "Vans", "Nike", "Puma", "Red Tape"]),
+    "Sports Shoes": (["Sports Shoes", "Running Shoes", "Training Shoes"], ["Running", "Mesh", "Cushioned", "Air"],
+                     ["Nike", "Adidas", "Reebok", "Asics", "Puma"]),
+    "Watches": (["Watch", "Analog Watch", "Digital Watch"], ["Chronograph", "Stainless Steel", "Leather Strap", "Dial"],
+                ["Titan", "Fastrack", "Casio", "Timex", "Fossil"]),
+    "Handbags": (["Handbag", "Tote Bag", "Sling Bag"], ["Quilted", "Leather", "Structured", "Textured"],
+                 ["Lavie", "Baggit", "Caprese", "Hidesign", "Mango"]),
+    "Sunglasses": (["Sunglasses", "Aviators", "Wayfarers"], ["Polarised", "UV Protected", "Mirrored", "Tinted"],
+                   ["Ray-Ban", "Fastrack", "Oakley", "Vincent Chase", "Carrera"]),
+    "Backpacks": (["Backpack", "Laptop Backpack", "Rucksack"], ["Padded", "Water Resistant", "Travel", "Daypack"],
+                  ["Wildcraft", "American Tourister", "Skybags", "Nike", "Puma"]),
+    "Perfumes": (["Perfume", "Eau de Parfum", "Deodorant", "Body Mist"], ["Fresh", "Woody", "Floral", "Musk"],
+                 ["Davidoff", "Calvin Klein", "Nivea", "Engage", "Park Avenue"]),
+}
+GENDERS = ["Men", "Women", "Unisex", "Boys", "Girls"]
+COLOURS = ["Black", "White", "Navy Blue", "Blue", "Red", "Green", "Grey", "Brown", "Pink", "Olive",
+           "Maroon", "Beige", "Yellow", "Purple", "Silver", "Gold"]
+
+
+def generate_catalogue(n_rows: int = 3000, days: int = 10, end_date: str = "2024-01-10",
+                       gold_fraction: float = 0.3, seed: int = 0,
+                       drop_article_prob: float = 0.3) -> list[dict[str, Any]]:
+    """Warehouse ``products`` rows; the same arguments always give the same rows."""
+    if n_rows < 1 or days < 1 or not 0 < gold_fraction <= 1:
+        raise ValueError(
+            f"need n_rows >= 1, days >= 1 and 0 < gold_fraction <= 1; got {n_rows}, {days}, {gold_fraction}"
+        )
+    rng = random.Random(seed)
+    end = dt.date.fromisoformat(end_date)
+    categories = sorted(CATALOGUE)
+    rows = []
+    for i in range(n_rows):
+        category = rng.choice(categories)
+        articles, styles, brands = CATALOGUE[category]
+        words = [rng.choice(brands), rng.choice(GENDERS)]
+        if rng.random() < 0.7:
+            words.append(rng.choice(styles))
+        words.append(rng.choice(COLOURS))
+        if rng.random() >= drop_article_prob:
+            words.append(rng.choice(articles))
+        elif len(words) == 3:  # no style and no article: keep at least one hint
+            words.append(rng.choice(styles))
+        if rng.random() < 0.1:  # marketplace noise: pack sizes, a random other colour
+            words.append(rng.choice(["Pack of 2", "Combo", rng.choice(COLOURS)]))
+        rows.append({
+            "product_id": f"syn-{seed}-{i:06d}",
+            "title": " ".join(words),
+            "category": category if rng.random() < gold_fraction else None,
+            "listed_on": (end - dt.timedelta(days=rng.randrange(days))).isoformat(),
+            "source": "synthetic",
+        })
+    return rows

@@ -1,0 +1,2 @@
+-- Empty the catalogue before loading a different one (load-catalogue --replace).
+delete from products

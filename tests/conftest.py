@@ -1,0 +1,143 @@
+"""Shared test setup: an isolated Airflow home and KD_HOME, real data sets, real PostgreSQL.
+
+Airflow reads AIRFLOW_HOME when it is first imported, so it is set here, before any test module
+imports airflow.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="kd-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("KD_HOME", str(_AIRFLOW_HOME / "kd_home_unused"))
+if str(ROOT / "dags") not in sys.path:
+    sys.path.insert(0, str(ROOT / "dags"))
+
+PG_ADMIN_URI = os.environ.get("KD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def kd_home(tmp_path, monkeypatch) -> Path:
+    """A fresh KD_HOME for one test."""
+    home = tmp_path / "kd_home"
+    monkeypatch.setenv("KD_HOME", str(home))
+    monkeypatch.delenv("KD_WAREHOUSE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """``$KD_DATASETS`` (set by the Makefile and .ci/run). Missing data fails the test, never skips it."""
+    path = Path(os.environ.get("KD_DATASETS", ROOT.parent / "shared" / "datasets"))
+    if not (path / "fashion_product_styles" / "styles.csv.gz").exists():
+        pytest.fail(f"real data sets not found at {path}; set KD_DATASETS to the shared/datasets folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fashion_records(datasets_dir):
+    from kd_tasks.warehouse import read_fashion_styles
+
+    return read_fashion_styles(datasets_dir / "fashion_product_styles")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random BERT with MiniLM's tokenizer: the starting point of fast test teachers."""
+    from kd_tasks.teacher import create_tiny_base_model
+
+    return create_tiny_base_model(tmp_path_factory.mktemp("tiny_base") / "model")
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Migrate the isolated Airflow metadata database once per session (for dag.test())."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def pg_uri():
+    """A throwaway database on the running PostgreSQL server, dropped after the session."""
+    import psycopg2
+
+    name = f"kd_test_{os.getpid()}"
+    try:
+        admin = psycopg2.connect(PG_ADMIN_URI)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URI} is not reachable ({exc}); start it with "
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name}")
+        cur.execute(f"create database {name}")
+    uri = PG_ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+    yield uri
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name} with (force)")
+    admin.close()
+
+
+DS = "2024-01-10"
+TINY_TEACHER_TRAIN = {"epochs": 6, "learning_rate": 3e-3, "max_rows": 2000}
+
+
+@pytest.fixture
+def fashion_warehouse(kd_home, fashion_records) -> str:
+    """600 real fashion listings (masterCategory labels, every 4th unlabelled) over 3 days ending DS."""
+    from kd_tasks import warehouse
+    from kd_tasks.config import default_warehouse_uri
+
+    rows = warehouse.catalogue_rows(fashion_records[:600], source="fashion", text_column="productDisplayName",
+                                    label_column="masterCategory", id_column="id", end_date=DS, days=3)
+    for r in rows[::4]:
+        r["category"] = None
+    uri = default_warehouse_uri()
+    warehouse.load_products(uri, rows, replace=True)
+    return uri
+
+
+@pytest.fixture
+def tiny_teacher(fashion_warehouse, tiny_base) -> dict:
+    """A teacher fine-tuned from the tiny base on the fashion warehouse's gold rows (seconds)."""
+    from kd_tasks.nightly import bootstrap, resolve_use_case
+
+    return bootstrap(resolve_use_case("product_category"), DS, fashion_warehouse, base_model=str(tiny_base),
+                     train=TINY_TEACHER_TRAIN)
+
+
+def run_chain(ds: str = DS, run_id: str = "test_run", **params) -> dict:
+    """The nightly chain in-process, without Airflow (the same functions the DAG tasks call)."""
+    from kd_tasks import nightly
+    from kd_tasks.config import default_warehouse_uri
+
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, **params})
+    extracted = nightly.extract(uc, ds, default_warehouse_uri())
+    labelled = nightly.soft_labels(uc, ds)
+    distilled = nightly.distill(uc, ds, labelled["teacher_version"], run_id)
+    evaluated = nightly.evaluate(uc, ds, distilled, params.get("dry_run", False))
+    if evaluated["decision"] == "promote":
+        nightly.promote(uc, ds, distilled, run_id)
+    else:
+        nightly.hold(uc, evaluated)
+    report = nightly.write_report(uc, ds, run_id, evaluated["run_dir"])
+    return {"extracted": extracted, "labelled": labelled, "distilled": distilled, "evaluated": evaluated,
+            "report": report}

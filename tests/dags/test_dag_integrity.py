@@ -1,0 +1,74 @@
+"""DagBag integrity: one case per DAG file; the files import cleanly, fast, and without heavy modules."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if p.name != "kd_common.py")
+HEAVY = ["torch", "transformers", "pandas", "sklearn", "pyarrow", "numpy"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_every_dag_file_is_covered():
+    assert [p.name for p in DAG_FILES] == ["kd_product_category_nightly.py", "kd_teacher_bootstrap.py"]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_imports_without_errors(dagbag, path):
+    errors = {k: v for k, v in dagbag.import_errors.items() if k.endswith(path.name)}
+    assert errors == {}, f"{path.name} failed to import; run `python {path}` to see the traceback"
+    dags = [d for d in dagbag.dags.values() if d.fileloc.endswith(path.name)]
+    assert len(dags) == 1, f"{path.name} should define exactly one DAG"
+    dag = dags[0]
+    assert dag.tags, f"{dag.dag_id} has no tags; add tags=[...] to @dag"
+    for task in dag.tasks:
+        assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries; set default_args['retries']"
+        assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} has no execution_timeout"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_parsing_imports_no_heavy_modules(path):
+    code = (f"import sys, json, runpy; sys.path.insert(0, {str(path.parent)!r}); "
+            f"runpy.run_path({str(path)!r}); "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == [], f"parsing {path.name} imported {heavy}; move those imports inside the tasks"
+
+
+def test_nightly_dag_shape(dagbag):
+    dag = dagbag.dags["kd_product_category_nightly"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert set(dag.task_ids) == {"extract_products", "generate_soft_labels", "distill_student", "evaluate_student",
+                                 "gate_student", "promote_student", "hold_student", "write_report"}
+    assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "hold_student"}
+    params = dag.params
+    for name in ("temperature", "alpha", "epochs", "lookback_days", "student_size", "dry_run"):
+        assert name in params, name
+
+
+@pytest.mark.parametrize("conf,bad", [({"alpha": 1.5}, "alpha"), ({"temperature": -1}, "temperature"),
+                                      ({"student_size": "huge"}, "student_size"), ({"epochs": "ten"}, "epochs"),
+                                      ({"ds": "10/01/2024"}, "ds")])
+def test_bad_params_create_no_run_and_name_the_param(airflow_db, dagbag, conf, bad):
+    import datetime as dt
+
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    dag = dagbag.dags["kd_product_category_nightly"]
+    with create_session() as session:
+        before = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count()
+    with pytest.raises(Exception, match=f"Invalid input for param {bad}"):
+        dag.test(logical_date=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), run_conf=conf)
+    with create_session() as session:
+        assert session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count() == before

@@ -1,0 +1,112 @@
+"""Bad input gets an error that names the fix; the champion and existing partitions stay untouched."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import DS, run_chain
+from kd_tasks import lake, registry
+from kd_tasks.config import PRODUCT_CATEGORY
+from kd_tasks.extract import EmptyPartitionError, extract_partition
+from kd_tasks.nightly import resolve_use_case
+from kd_tasks.soft_labels import NaNLogitsError, generate_soft_labels
+from kd_tasks.teacher import MANIFEST, TeacherError
+
+
+def snapshot(home):
+    """Every file under lake/ and registry/ with its bytes."""
+    return {str(p.relative_to(home)): p.read_bytes() for sub in ("lake", "registry")
+            for p in sorted((home / sub).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def with_champion(kd_home, tiny_teacher):
+    first = run_chain()
+    assert registry.champion("product_category") is not None, first
+    return kd_home
+
+
+def test_empty_window_fails_with_the_fix_and_writes_nothing(fashion_warehouse, kd_home):
+    with pytest.raises(EmptyPartitionError, match=r"no rows .* window 2023-05-01\.\.2023-05-01.*on_empty='skip'"):
+        extract_partition(PRODUCT_CATEGORY, "2023-05-01", fashion_warehouse)
+    assert not lake.extract_path("product_category", "2023-05-01").parent.exists()
+
+
+def test_query_without_the_label_column(fashion_warehouse, kd_home):
+    uc = PRODUCT_CATEGORY.with_overrides(label_column="department")
+    with pytest.raises(ValueError, match=r"needs \['department'\]; fix the query or the use case"):
+        extract_partition(uc, DS, fashion_warehouse)
+
+
+def test_teacher_without_weights(with_champion):
+    before = snapshot(with_champion)
+    teacher_dir = resolve_use_case("product_category").resolved_teacher_dir()
+    (teacher_dir / "model.safetensors").unlink()
+    with pytest.raises(TeacherError, match="has no weights .*run the kd_teacher_bootstrap DAG"):
+        run_chain(run_id="after_breakage")
+    assert snapshot(with_champion) == before
+
+
+def test_missing_teacher(fashion_warehouse, kd_home):
+    extract_partition(PRODUCT_CATEGORY, DS, fashion_warehouse)
+    with pytest.raises(TeacherError, match="no teacher at .*kd_teacher_bootstrap"):
+        generate_soft_labels(PRODUCT_CATEGORY, DS)
+
+
+def test_corrupt_teacher_is_detected_by_its_version_hash(with_champion):
+    teacher_dir = resolve_use_case("product_category").resolved_teacher_dir()
+    with open(teacher_dir / "config.json", "a") as fh:
+        fh.write(" ")
+    with pytest.raises(TeacherError, match="hash to .* but its manifest says .*corrupt"):
+        run_chain(run_id="after_breakage")
+
+
+def test_nan_logits_in_a_soft_label_partition(with_champion):
+    uc = resolve_use_case("product_category")
+    version = json.loads((uc.resolved_teacher_dir() / MANIFEST).read_text())["version"]
+    path = lake.soft_label_path("product_category", version, DS)
+    table = lake.read_partition(path, "soft-label", "")
+    logits = table.column("logits").combine_chunks()
+    values = logits.flatten().to_numpy().copy()
+    values[3] = np.nan
+    bad = table.set_column(2, "logits", pa.FixedSizeListArray.from_arrays(pa.array(values), logits.type.list_size))
+    lake.write_partition(bad, path, lake.read_provenance(path))
+    champion_before = registry.champion("product_category")
+    with pytest.raises(NaNLogitsError, match=f"1 of .* rows have NaN/inf logits; delete that partition and rerun "
+                                             f"generate_soft_labels for ds={DS}"):
+        run_chain(run_id="after_breakage")
+    assert registry.champion("product_category") == champion_before
+
+
+def test_teacher_emitting_nan_writes_no_partition(kd_home, tiny_teacher):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    uc = resolve_use_case("product_category", {"extract_lookback_days": 3})
+    teacher_dir = uc.resolved_teacher_dir()
+    weights = load_file(teacher_dir / "model.safetensors")
+    name = next(k for k in weights if k.startswith("classifier") and k.endswith("bias"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, teacher_dir / "model.safetensors", metadata={"format": "pt"})
+    manifest = json.loads((teacher_dir / MANIFEST).read_text())
+    from kd_tasks.teacher import content_version
+
+    manifest["version"] = content_version(teacher_dir)  # a consistent but broken teacher
+    (teacher_dir / MANIFEST).write_text(json.dumps(manifest))
+    extract_partition(uc, DS, f"sqlite:///{kd_home / 'warehouse.db'}")
+    with pytest.raises(NaNLogitsError, match="teacher weights are corrupt; re-run kd_teacher_bootstrap"):
+        generate_soft_labels(uc, DS)
+    assert not lake.soft_label_path("product_category", manifest["version"], DS).exists()
+
+
+def test_unlabelled_window_cannot_bootstrap_a_teacher(kd_home):
+    from kd_tasks import warehouse
+    from kd_tasks.nightly import bootstrap
+
+    uri = f"sqlite:///{kd_home / 'wh.db'}"
+    warehouse.load_products(uri, [{"product_id": "1", "title": "Red Shirt", "category": None,
+                                   "listed_on": DS, "source": "t"}])
+    with pytest.raises(ValueError, match="no gold-labelled rows up to .* load a labelled catalogue"):
+        bootstrap(PRODUCT_CATEGORY, DS, uri)
+    assert not (kd_home / "teachers").exists()

@@ -1,0 +1,52 @@
+"""The KD loss against golden values worked out by hand (softmax, KL, CE written out below)."""
+import math
+
+import pytest
+import torch
+
+from kd_tasks.losses import NO_LABEL, kd_loss
+
+
+def loss(z_s, z_t, gold, T, alpha):
+    return kd_loss(torch.tensor(z_s, dtype=torch.float64), torch.tensor(z_t, dtype=torch.float64),
+                   torch.tensor(gold), T, alpha).item()
+
+
+def test_t_squared_scaling_of_the_soft_term():
+    # p_t = softmax([1, 0] / 2) = [0.622459, 0.377541]; p_s = softmax([0, 0] / 2) = [0.5, 0.5]
+    # KL = 0.622459 ln(0.622459/0.5) + 0.377541 ln(0.377541/0.5) = 0.0302999
+    # alpha = 1: loss = T^2 * KL = 4 * 0.0302999 = 0.1211994
+    assert loss([[0.0, 0.0]], [[1.0, 0.0]], [NO_LABEL], T=2.0, alpha=1.0) == pytest.approx(0.1211994, abs=1e-6)
+
+
+def test_alpha_zero_is_plain_cross_entropy_on_gold():
+    # softmax([0, 0]) = [0.5, 0.5]; CE(gold=0) = -ln 0.5 = ln 2, whatever the teacher says
+    assert loss([[0.0, 0.0]], [[9.0, -9.0]], [0], T=3.0, alpha=0.0) == pytest.approx(math.log(2), abs=1e-9)
+
+
+def test_alpha_one_ignores_gold_labels():
+    with_gold = loss([[0.5, -0.5]], [[1.0, 0.0]], [1], T=2.0, alpha=1.0)
+    without = loss([[0.5, -0.5]], [[1.0, 0.0]], [NO_LABEL], T=2.0, alpha=1.0)
+    assert with_gold == pytest.approx(without, abs=1e-12)
+
+
+def test_ce_only_on_rows_with_gold_kl_on_all_rows():
+    # row 0: z_s=[0,0], z_t=[1,0], gold 0   -> KL = 0.1109441, CE = ln 2
+    # row 1: z_s=[2,0], z_t=[0,1], no gold  -> KL = 1.0068421, no CE
+    # T=1, alpha=0.5: 0.5 * mean(KL) + 0.5 * mean(CE over gold rows)
+    #               = 0.5 * (0.1109441 + 1.0068421) / 2 + 0.5 * 0.6931472 = 0.6260201
+    got = loss([[0.0, 0.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [0, NO_LABEL], T=1.0, alpha=0.5)
+    assert got == pytest.approx(0.6260201, abs=1e-6)
+
+
+def test_three_classes_mixed():
+    # T=4: p_t = softmax([3,1,0]/4) = [0.481024, 0.291756, 0.227220]
+    #      p_s = softmax([0,2,1]/4) = [0.254275, 0.419229, 0.326496]  -> KL = 0.1185248
+    # CE(gold=2) at T=1 = -ln softmax([0,2,1])[2] = 1.4076060
+    # 0.7 * 16 * 0.1185248 + 0.3 * 1.4076060 = 1.7497593
+    assert loss([[0.0, 2.0, 1.0]], [[3.0, 1.0, 0.0]], [2], T=4.0, alpha=0.7) == pytest.approx(1.7497593, abs=1e-6)
+
+
+def test_batch_without_gold_has_no_ce_term_and_stays_finite():
+    got = loss([[0.0, 0.0]], [[0.0, 0.0]], [NO_LABEL], T=2.0, alpha=0.0)
+    assert got == 0.0
