@@ -14,9 +14,13 @@ export AIRFLOW__CORE__PARALLELISM ?= 2
 
 DEMO_DS   ?= 2024-01-10
 DEMO_DAYS ?= 10
+# synthetic (generated here, works on any machine) or fashion (the real catalogue under KD_DATASETS)
+DEMO_DATA ?= synthetic
+FASHION_LABEL ?= subCategory
+FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(KD_HOME)/logs
 
-.PHONY: install demo test test-fast clean-demo
+.PHONY: install demo demo-fashion test clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +35,12 @@ install: $(VENV)/.installed
 demo: install
 	@mkdir -p $(LOGS)
 	@$(BIN)/airflow db migrate > $(LOGS)/airflow-db-migrate.log 2>&1 || (tail -30 $(LOGS)/airflow-db-migrate.log; exit 1)
+ifeq ($(DEMO_DATA),fashion)
+	@$(BIN)/python -m kd_tasks.cli load-fashion --label $(FASHION_LABEL) --gold-fraction $(FASHION_GOLD_FRACTION) \
+		--end-date $(DEMO_DS) --days $(DEMO_DAYS) --replace
+else
 	@$(BIN)/python -m kd_tasks.cli seed-demo --end-date $(DEMO_DS) --days $(DEMO_DAYS)
+endif
 	@if [ -f "$(KD_HOME)/teachers/product_category/kd_manifest.json" ]; then \
 		echo "teacher exists: $(KD_HOME)/teachers/product_category"; \
 	else \
@@ -44,6 +53,11 @@ demo: install
 		-c '{"extract_lookback_days": $(DEMO_DAYS)}' > $(LOGS)/kd_product_category_nightly.log 2>&1 \
 		|| (tail -40 $(LOGS)/kd_product_category_nightly.log; exit 1)
 	@$(BIN)/python -m kd_tasks.cli report --ds $(DEMO_DS)
+
+# The same demo on the real Fashion Product Images catalogue, in its own KD_HOME (var/fashion):
+# its label set differs from the synthetic one, so it gets its own teacher and registry.
+demo-fashion:
+	$(MAKE) demo DEMO_DATA=fashion KD_HOME=$(CURDIR)/var/fashion
 
 test: install
 	$(BIN)/python -m pytest -q -ra

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("seed-demo", help="load a synthetic catalogue (deterministic for --seed)")
-    p.add_argument("--rows", type=int, default=3000)
-    p.add_argument("--gold-fraction", type=float, default=0.3, help="share of rows with a human category")
+    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--gold-fraction", type=float, default=0.15, help="share of rows with a human category")
     p.add_argument("--seed", type=int, default=0)
     _add_dates(p)
 

@@ -2,7 +2,8 @@
 
 Titles are built like real marketplace titles: ``<brand> <gender> <style> <colour> <article>``, with
 the article word drawn from the category's synonyms, sometimes dropped (then only the style word and
-brand hint at the category), and a little noise. Listings are spread over ``days`` days ending at
+brand hint at the category; several styles and brands are shared between categories, so such titles
+are genuinely ambiguous), a little marketplace noise, and a small share of wrong human labels. Listings are spread over ``days`` days ending at
 ``end_date``; only ``gold_fraction`` of them carry a human category label.
 """
 from __future__ import annotations
@@ -13,29 +14,29 @@ from typing import Any
 
 # category -> (article synonyms, style words that hint at it, brands that sell it)
 CATALOGUE: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "Tshirts": (["Tshirt", "T-shirt", "Tee", "Polo Tshirt"], ["Printed", "Round Neck", "Graphic", "Slim Fit"],
+    "Tshirts": (["Tshirt", "T-shirt", "Tee", "Polo Tshirt"], ["Printed", "Round Neck", "Graphic", "Slim Fit", "Sports"],
                 ["Nike", "Puma", "Roadster", "United Colors of Benetton", "Adidas"]),
-    "Shirts": (["Shirt", "Casual Shirt", "Formal Shirt"], ["Checked", "Slim Fit", "Striped", "Linen"],
+    "Shirts": (["Shirt", "Casual Shirt", "Formal Shirt"], ["Checked", "Slim Fit", "Striped", "Printed", "Formal"],
                ["Peter England", "Van Heusen", "Arrow", "Roadster", "Allen Solly"]),
-    "Jeans": (["Jeans", "Denim Jeans"], ["Skinny Fit", "Washed", "Distressed", "Slim Fit"],
+    "Jeans": (["Jeans", "Denim Jeans"], ["Skinny Fit", "Washed", "Slim Fit", "Casual"],
               ["Levis", "Wrangler", "Lee", "Roadster", "Spykar"]),
-    "Kurtas": (["Kurta", "Kurti", "Straight Kurta"], ["Embroidered", "Printed", "Ethnic", "Anarkali"],
+    "Kurtas": (["Kurta", "Kurti", "Straight Kurta"], ["Embroidered", "Printed", "Ethnic", "Casual"],
                ["Fabindia", "Biba", "W", "Global Desi", "Anouk"]),
-    "Dresses": (["Dress", "Maxi Dress", "Shift Dress"], ["Floral", "Bodycon", "Printed", "A-Line"],
+    "Dresses": (["Dress", "Maxi Dress", "Shift Dress"], ["Floral", "Printed", "A-Line", "Casual"],
                 ["Mango", "Vero Moda", "Only", "Forever New", "Zara"]),
-    "Casual Shoes": (["Casual Shoes", "Sneakers", "Loafers"], ["Canvas", "Suede", "Lace-Up", "Slip-On"],
+    "Casual Shoes": (["Casual Shoes", "Sneakers", "Loafers"], ["Canvas", "Leather", "Lace-Up", "Casual"],
                      ["Converse", "Vans", "Nike", "Puma", "Red Tape"]),
-    "Sports Shoes": (["Sports Shoes", "Running Shoes", "Training Shoes"], ["Running", "Mesh", "Cushioned", "Air"],
+    "Sports Shoes": (["Sports Shoes", "Running Shoes", "Training Shoes"], ["Running", "Mesh", "Sports", "Lace-Up"],
                      ["Nike", "Adidas", "Reebok", "Asics", "Puma"]),
-    "Watches": (["Watch", "Analog Watch", "Digital Watch"], ["Chronograph", "Stainless Steel", "Leather Strap", "Dial"],
+    "Watches": (["Watch", "Analog Watch", "Digital Watch"], ["Chronograph", "Leather", "Formal", "Sports"],
                 ["Titan", "Fastrack", "Casio", "Timex", "Fossil"]),
-    "Handbags": (["Handbag", "Tote Bag", "Sling Bag"], ["Quilted", "Leather", "Structured", "Textured"],
+    "Handbags": (["Handbag", "Tote Bag", "Sling Bag"], ["Quilted", "Leather", "Printed", "Casual"],
                  ["Lavie", "Baggit", "Caprese", "Hidesign", "Mango"]),
-    "Sunglasses": (["Sunglasses", "Aviators", "Wayfarers"], ["Polarised", "UV Protected", "Mirrored", "Tinted"],
+    "Sunglasses": (["Sunglasses", "Aviators", "Wayfarers"], ["Polarised", "UV Protected", "Sports", "Casual"],
                    ["Ray-Ban", "Fastrack", "Oakley", "Vincent Chase", "Carrera"]),
-    "Backpacks": (["Backpack", "Laptop Backpack", "Rucksack"], ["Padded", "Water Resistant", "Travel", "Daypack"],
+    "Backpacks": (["Backpack", "Laptop Backpack", "Rucksack"], ["Padded", "Travel", "Sports", "Printed"],
                   ["Wildcraft", "American Tourister", "Skybags", "Nike", "Puma"]),
-    "Perfumes": (["Perfume", "Eau de Parfum", "Deodorant", "Body Mist"], ["Fresh", "Woody", "Floral", "Musk"],
+    "Perfumes": (["Perfume", "Eau de Parfum", "Deodorant", "Body Mist"], ["Fresh", "Woody", "Floral", "Sports"],
                  ["Davidoff", "Calvin Klein", "Nivea", "Engage", "Park Avenue"]),
 }
 GENDERS = ["Men", "Women", "Unisex", "Boys", "Girls"]
@@ -44,8 +45,8 @@ COLOURS = ["Black", "White", "Navy Blue", "Blue", "Red", "Green", "Grey", "Brown
 
 
 def generate_catalogue(n_rows: int = 3000, days: int = 10, end_date: str = "2024-01-10",
-                       gold_fraction: float = 0.3, seed: int = 0,
-                       drop_article_prob: float = 0.3) -> list[dict[str, Any]]:
+                       gold_fraction: float = 0.3, seed: int = 0, drop_article_prob: float = 0.35,
+                       label_noise: float = 0.03) -> list[dict[str, Any]]:
     """Warehouse ``products`` rows; the same arguments always give the same rows."""
     if n_rows < 1 or days < 1 or not 0 < gold_fraction <= 1:
         raise ValueError(
@@ -68,10 +69,13 @@ def generate_catalogue(n_rows: int = 3000, days: int = 10, end_date: str = "2024
             words.append(rng.choice(styles))
         if rng.random() < 0.1:  # marketplace noise: pack sizes, a random other colour
             words.append(rng.choice(["Pack of 2", "Combo", rng.choice(COLOURS)]))
+        gold = None
+        if rng.random() < gold_fraction:
+            gold = rng.choice(categories) if rng.random() < label_noise else category
         rows.append({
             "product_id": f"syn-{seed}-{i:06d}",
             "title": " ".join(words),
-            "category": category if rng.random() < gold_fraction else None,
+            "category": gold,
             "listed_on": (end - dt.timedelta(days=rng.randrange(days))).isoformat(),
             "source": "synthetic",
         })

