@@ -106,8 +106,8 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    epochs: int = 4  # fine-tuning passes over the gold rows
-    learning_rate: float = 5e-5  # AdamW learning rate for the encoder and head
+    epochs: int = 5  # fine-tuning passes over the gold rows
+    learning_rate: float = 1e-4  # AdamW learning rate of the encoder
     head_learning_rate: float = 1e-3  # the freshly initialised classification head learns faster
     batch_size: int = 32  # rows per step
     max_length: int = 32  # tokens per title; longer titles are truncated
