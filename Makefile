@@ -20,7 +20,7 @@ FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(KD_HOME)/logs
 
-.PHONY: install demo demo-fashion test clean-demo
+.PHONY: install demo demo-fashion test bench-quality bench-sweep clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ demo-fashion:
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# Does distillation pay on real data? Teacher vs KD student vs no-KD student vs TF-IDF + LR on the
+# fashion catalogue and the clothing reviews; writes $(KD_HOME)/bench/quality.json + .md and the README table.
+bench-quality: install
+	$(BIN)/python -m benchmarks.quality --update-readme
+
+# T x alpha grid on the validation split (reuses the cached teachers); writes $(KD_HOME)/bench/sweep.json.
+bench-sweep: install
+	$(BIN)/python -m benchmarks.sweep
 
 clean-demo:
 	rm -rf $(KD_HOME)

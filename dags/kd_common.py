@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Param
+from airflow.sdk import Asset, Param
 
 from kd_tasks.config import STUDENT_SIZES, DistillConfig
 
@@ -19,6 +19,17 @@ DEFAULT_ARGS = {
 }
 _D = DistillConfig()
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: create it with 1-2 slots
+
+
+def soft_labels_asset(use_case: str) -> Asset:
+    """Soft-label partitions of a use case; each event's extra names the ds and the teacher version."""
+    return Asset(name=f"kd_{use_case}_soft_labels", uri=f"kd://{use_case}/lake/soft_labels")
+
+
+def production_model_asset(use_case: str) -> Asset:
+    """The promoted model of a use case; each event's extra names the version, path and teacher."""
+    return Asset(name=f"kd_{use_case}_production_model", uri=f"kd://{use_case}/registry/production")
 
 
 def distill_params() -> dict[str, Param]:
@@ -40,6 +51,12 @@ def distill_params() -> dict[str, Param]:
                                        description="Extract window: listings of ds-extract_lookback_days+1 .. ds "
                                                    "(raise it on a first run to pull history into one partition)."),
         "dry_run": Param(False, type="boolean", description="Evaluate and gate, but never promote."),
+        "force_promote": Param(False, type="boolean",
+                               description="Promote whatever the gate says (needs force_reason; logged)."),
+        "force_reason": Param("", type="string", description="Why a promotion is forced; written to the log."),
+        "allow_backfill_promotion": Param(False, type="boolean",
+                                          description="Let a backfill run move the production alias; by "
+                                                      "default backfills only record candidates."),
         "on_empty": Param("fail", type="string", enum=["fail", "skip"],
                           description="An empty extract window fails the run, or skips the rest of it."),
         "warehouse_conn_id": Param("", type="string",
@@ -49,6 +66,11 @@ def distill_params() -> dict[str, Param]:
                     description="Date to process (YYYY-MM-DD); overrides the logical date. Needed for runs "
                                 "without a logical date."),
     }
+
+
+def is_backfill(context: dict[str, Any]) -> bool:
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    return str(getattr(run_type, "value", run_type)) == "backfill"
 
 
 def run_ds(context: dict[str, Any]) -> str:

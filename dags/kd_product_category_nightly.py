@@ -1,9 +1,10 @@
 """Nightly product-category distillation: warehouse SQL -> teacher soft labels -> student -> gate.
 
 Each run processes one partition date ``ds`` (the logical date, i.e. the day whose data interval
-just closed): extract that day's listings, let the teacher label every extract partition in the
-training window, distill a student (and a no-KD baseline), evaluate all of them against the teacher
-and the champion on the fixed held-out slice, then promote through the gate or hold.
+just closed; or the ``ds`` param for runs without one): extract that day's listings, let the teacher
+label every extract partition in the training window, distill a student (and a no-KD baseline),
+evaluate them against the teacher and the champion on the fixed held-out slice, then promote
+through the gate, hold, or — in a backfill — record a candidate without touching production.
 """
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from kd_common import DEFAULT_ARGS, distill_params, run_ds, warehouse_uri
+from kd_common import (DEFAULT_ARGS, HEAVY_POOL, distill_params, is_backfill, production_model_asset, run_ds,
+                       soft_labels_asset, warehouse_uri)
 
 USE_CASE = "product_category"
+SOFT_LABELS = soft_labels_asset(USE_CASE)
+PRODUCTION_MODEL = production_model_asset(USE_CASE)
 
 
 def _use_case(context):
@@ -28,7 +32,7 @@ def _use_case(context):
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),  # early: backfills may reach far back
     catchup=False,
-    max_active_runs=1,  # each night warm-starts from the previous night's champion
+    max_active_runs=1,  # runs depend on earlier dates (training window, warm start): one at a time, in order
     default_args=DEFAULT_ARGS,
     params=distill_params(),
     tags=["kd", "product_category", "nightly"],
@@ -49,33 +53,53 @@ def kd_product_category_nightly():
 
             raise AirflowSkipException(str(exc)) from exc
 
-    @task(execution_timeout=dt.timedelta(hours=4))
+    @task(pool=HEAVY_POOL, outlets=[SOFT_LABELS], execution_timeout=dt.timedelta(hours=4))
     def generate_soft_labels(extracted: dict, **context) -> dict:
         from kd_tasks.nightly import soft_labels
 
-        return soft_labels(_use_case(context), run_ds(context))
+        result = soft_labels(_use_case(context), run_ds(context))
+        context["outlet_events"][SOFT_LABELS].extra = {
+            "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
+        return result
 
-    @task(execution_timeout=dt.timedelta(hours=4))
+    @task(pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4))
     def distill_student(labelled: dict, **context) -> dict:
         from kd_tasks.nightly import distill
 
-        return distill(_use_case(context), run_ds(context), labelled["teacher_version"], context["run_id"])
+        return distill(_use_case(context), run_ds(context), labelled, context["run_id"])
 
-    @task
+    @task(pool=HEAVY_POOL)
     def evaluate_student(distilled: dict, **context) -> dict:
         from kd_tasks.nightly import evaluate
 
-        return evaluate(_use_case(context), run_ds(context), distilled, context["params"]["dry_run"])
+        p = context["params"]
+        return evaluate(_use_case(context), run_ds(context), distilled, p["dry_run"],
+                        is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
+                        force_promote=p["force_promote"], force_reason=p["force_reason"])
 
     @task.branch
     def gate_student(evaluated: dict) -> str:
-        return "promote_student" if evaluated["decision"] == "promote" else "hold_student"
+        return {"promote": "promote_student", "candidate": "record_candidate"}.get(evaluated["action"],
+                                                                                   "hold_student")
 
-    @task
-    def promote_student(distilled: dict, **context) -> dict:
+    @task(outlets=[PRODUCTION_MODEL])
+    def promote_student(distilled: dict, evaluated: dict, **context) -> dict:
         from kd_tasks.nightly import promote
 
-        return promote(_use_case(context), run_ds(context), distilled, context["run_id"])
+        outcome = promote(_use_case(context), run_ds(context), distilled, context["run_id"],
+                          reason=evaluated["action_reason"])
+        if outcome["outcome"] == "promoted":
+            context["outlet_events"][PRODUCTION_MODEL].extra = {
+                "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
+                "teacher_version": distilled["teacher_version"]}
+        return outcome
+
+    @task
+    def record_candidate(distilled: dict, evaluated: dict, **context) -> dict:
+        from kd_tasks.nightly import record_candidate
+
+        return record_candidate(_use_case(context), run_ds(context), distilled, context["run_id"],
+                                evaluated["action_reason"])
 
     @task
     def hold_student(evaluated: dict, **context) -> dict:
@@ -91,8 +115,9 @@ def kd_product_category_nightly():
 
     distilled = distill_student(generate_soft_labels(extract_products()))
     evaluated = evaluate_student(distilled)
-    branch = gate_student(evaluated)
-    branch >> [promote_student(distilled), hold_student(evaluated)] >> write_report(evaluated)
+    outcomes = [promote_student(distilled, evaluated), record_candidate(distilled, evaluated),
+                hold_student(evaluated)]
+    gate_student(evaluated) >> outcomes >> write_report(evaluated)
 
 
 kd_product_category_nightly()

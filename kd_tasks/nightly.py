@@ -79,14 +79,38 @@ def soft_labels(use_case: UseCase, ds: str) -> dict[str, Any]:
     return generate_soft_labels(use_case, ds)
 
 
-def distill(use_case: UseCase, ds: str, teacher_version: str, run_id: str) -> dict[str, Any]:
+def distill(use_case: UseCase, ds: str, labelled: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """Train the students; ``labelled`` is the soft-label stage's result (recorded in the run report)."""
     run_dir = run_dir_for(use_case, run_id)
-    result = distill_student(use_case, ds, teacher_version, run_dir)
-    return {**result, "run_dir": str(run_dir), "teacher_version": teacher_version}
+    (run_dir / "soft_labels.json").write_text(json.dumps(dict(labelled), indent=2))
+    result = distill_student(use_case, ds, labelled["teacher_version"], run_dir)
+    return {**result, "run_dir": str(run_dir), "teacher_version": labelled["teacher_version"]}
 
 
-def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: bool) -> dict[str, Any]:
-    """Evaluate, then apply the gate; writes evaluation.json and gate.json into the run directory."""
+def choose_action(decision: str, reason: str, *, is_backfill: bool = False, allow_backfill_promotion: bool = False,
+                  force_promote: bool = False, force_reason: str = "") -> tuple[str, str]:
+    """What the run does with its student: ``promote``, ``candidate`` (register, alias untouched) or ``hold``.
+
+    - ``force_promote`` promotes whatever the gate said; it needs a ``force_reason``, which is logged.
+    - A backfill run never moves the alias unless ``allow_backfill_promotion``: it records a candidate
+      with its gate decision instead, so reprocessing history cannot replace today's model.
+    - Otherwise the gate decides.
+    """
+    if force_promote:
+        if not force_reason.strip():
+            raise ValueError("force_promote=true needs a force_reason (it is written to the promotion log)")
+        return "promote", f"forced: {force_reason.strip()} (gate said {decision}: {reason})"
+    if is_backfill and not allow_backfill_promotion:
+        return "candidate", f"backfill run: recorded as a candidate (gate said {decision}: {reason})"
+    return ("promote", reason) if decision == "promote" else ("hold", reason)
+
+
+def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: bool,
+             **action_args: Any) -> dict[str, Any]:
+    """Evaluate, apply the gate and choose the action; writes evaluation.json and gate.json.
+
+    ``action_args`` go to ``choose_action`` (is_backfill, allow_backfill_promotion, force_promote, force_reason).
+    """
     run_dir = Path(distilled["run_dir"])
     report = evaluate_student(use_case, ds, distilled["teacher_version"], run_dir,
                               champion_version=distilled.get("champion_version"))
@@ -94,28 +118,57 @@ def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: 
     for c in decision["checks"]:
         log.info("gate %-20s %s value=%s threshold=%s (%s)", c["name"], "PASS" if c["passed"] else "FAIL",
                  c["value"], c["threshold"], c["detail"])
-    log.info("gate decision: %s (%s)", decision["decision"], decision["reason"])
+    action, why = ("hold", decision["reason"]) if dry_run else choose_action(
+        decision["decision"], decision["reason"], **action_args)
+    decision.update({"action": action, "action_reason": why})
+    log.info("gate decision: %s (%s); action: %s (%s)", decision["decision"], decision["reason"], action, why)
     (run_dir / "gate.json").write_text(json.dumps(decision, indent=2))
-    return {"run_dir": str(run_dir), "decision": decision["decision"], "reason": decision["reason"]}
+    return {"run_dir": str(run_dir), "decision": decision["decision"], "reason": decision["reason"],
+            "action": action, "action_reason": why}
 
 
-def promote(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str,
-            reason: str = "gate passed") -> dict[str, Any]:
-    """Register the student and move the production alias (compare-and-swap on the champion)."""
+def _manifest(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     run_dir = Path(distilled["run_dir"])
     distill_cfg = json.loads((run_dir / "distill.json").read_text())
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    manifest = {
+    return {
         "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["student"]["version"],
         "data_window": distill_cfg["window"], "teacher_version": distill_cfg["teacher_version"],
         "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
         "config": {"distill": asdict(use_case.distill), "gate": asdict(use_case.gate)},
         "metrics": evaluation["models"]["student"], "warm_started_from": distill_cfg["warm_started_from"],
+        "gate": json.loads((run_dir / "gate.json").read_text()),
     }
-    result = registry.promote(use_case.name, distilled["student"]["dir"], distilled["student"]["version"],
-                              manifest, expected_champion=distilled.get("champion_version"), reason=reason)
+
+
+def promote(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str,
+            reason: str = "gate passed") -> dict[str, Any]:
+    """Register the student and move the production alias (compare-and-swap on the champion).
+
+    A promotion that lost a race (another run moved the alias since this one read it) is reported
+    as ``lost_race`` in the outcome and the promotion log; the version stays in the registry.
+    """
+    run_dir = Path(distilled["run_dir"])
+    manifest = _manifest(use_case, ds, distilled, run_id)
+    try:
+        result = registry.promote(use_case.name, distilled["student"]["dir"], distilled["student"]["version"],
+                                  manifest, expected_champion=distilled.get("champion_version"), reason=reason)
+    except registry.PromotionConflict as exc:
+        log.warning("%s", exc)
+        return _record_outcome(run_dir, {"outcome": "lost_race", "version": manifest["version"], "reason": str(exc),
+                                         "champion": (registry.champion(use_case.name) or {}).get("version")})
     log.info("promoted %s to production (previous: %s) at %s", result["version"], result["previous"], result["path"])
-    return _record_outcome(run_dir, {"outcome": "promoted", **result})
+    return _record_outcome(run_dir, {"outcome": "promoted", "reason": reason, **result})
+
+
+def record_candidate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str,
+                     reason: str) -> dict[str, Any]:
+    """Register the student as a candidate with its gate decision; production does not move."""
+    run_dir = Path(distilled["run_dir"])
+    result = registry.record_candidate(use_case.name, distilled["student"]["dir"], distilled["student"]["version"],
+                                       _manifest(use_case, ds, distilled, run_id), reason=reason)
+    log.info("candidate %s recorded (%s); production stays %s", result["version"], reason, result["champion"])
+    return _record_outcome(run_dir, {"outcome": "candidate", "reason": reason, **result})
 
 
 def hold(use_case: UseCase, evaluated: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +189,7 @@ def write_report(use_case: UseCase, ds: str, run_id: str, run_dir: str) -> str:
     run_dir = Path(run_dir)
     report = {
         "use_case": use_case.name, "ds": ds, "run_id": run_id,
+        "soft_labels": json.loads((run_dir / "soft_labels.json").read_text()),
         "evaluation": json.loads((run_dir / "evaluation.json").read_text()),
         "gate": json.loads((run_dir / "gate.json").read_text()),
         "outcome": json.loads((run_dir / "outcome.json").read_text()),

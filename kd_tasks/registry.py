@@ -68,6 +68,27 @@ def _append_log(use_case: str, home: Path | None, entry: dict[str, Any]) -> None
         os.fsync(fh.fileno())
 
 
+def _register(use_case: str, model_dir: str | Path, version: str, manifest: dict[str, Any],
+              home: Path | None) -> Path:
+    """Copy a model into ``versions/<version>`` (immutable: an existing version is kept as it is)."""
+    vdir = registry_dir(use_case, home) / "versions" / version
+    if not vdir.exists():
+        vdir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = vdir.parent / f".{version}.tmp-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(model_dir, tmp)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, vdir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return vdir
+
+
+def _entry(use_case: str, version: str, manifest: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
+    return {"at": dt.datetime.now(dt.timezone.utc).isoformat(), "use_case": use_case, "version": version,
+            "reason": reason, "run_id": manifest.get("run_id"), "ds": manifest.get("ds"), **extra}
+
+
 def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[str, Any],
             expected_champion: str | None, home: Path | None = None, reason: str = "gate passed") -> dict[str, Any]:
     """Copy ``model_dir`` into ``versions/<version>`` and point the alias at it (compare-and-swap).
@@ -75,23 +96,12 @@ def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[s
     ``expected_champion`` is the version the run evaluated against (None when there was none). If the
     alias no longer points there, nothing moves and ``PromotionConflict`` is raised after logging.
     """
-    rdir = registry_dir(use_case, home)
-    vdir = rdir / "versions" / version
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
     with _locked(use_case, home):
-        if not vdir.exists():
-            tmp = vdir.parent / f".{version}.tmp-{uuid.uuid4().hex}"
-            try:
-                shutil.copytree(model_dir, tmp)
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-                os.replace(tmp, vdir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        vdir = _register(use_case, model_dir, version, manifest, home)
         current = champion(use_case, home)
         current_version = current["version"] if current else None
-        entry = {"at": now, "use_case": use_case, "version": version, "previous": current_version,
-                 "expected_previous": expected_champion, "reason": reason, "run_id": manifest.get("run_id"),
-                 "ds": manifest.get("ds")}
+        entry = _entry(use_case, version, manifest, reason, previous=current_version,
+                       expected_previous=expected_champion)
         if current_version != expected_champion:
             _append_log(use_case, home, {**entry, "outcome": "lost_race"})
             raise PromotionConflict(
@@ -99,13 +109,45 @@ def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[s
                 f"{expected_champion}; version {version} is kept in the registry but not promoted. "
                 "Re-run the evaluation against the new champion"
             )
-        alias = alias_path(use_case, home)
-        alias.parent.mkdir(parents=True, exist_ok=True)
-        tmp_alias = alias.parent / f".{alias.name}.tmp-{uuid.uuid4().hex}"
-        tmp_alias.write_text(json.dumps({"version": version, "promoted_at": now, "previous": current_version}))
-        os.replace(tmp_alias, alias)  # atomic: readers see the old alias or the new one
+        _write_alias(use_case, home, {"version": version, "promoted_at": entry["at"], "previous": current_version})
         _append_log(use_case, home, {**entry, "outcome": "promoted"})
     return {"version": version, "path": str(vdir), "previous": current_version}
+
+
+def record_candidate(use_case: str, model_dir: str | Path, version: str, manifest: dict[str, Any],
+                     home: Path | None = None, reason: str = "candidate") -> dict[str, Any]:
+    """Keep a model in the registry and log it as a candidate; the alias does not move."""
+    with _locked(use_case, home):
+        vdir = _register(use_case, model_dir, version, manifest, home)
+        current = champion(use_case, home)
+        _append_log(use_case, home, _entry(use_case, version, manifest, reason, outcome="candidate",
+                                           previous=current["version"] if current else None,
+                                           gate=manifest.get("gate")))
+    return {"version": version, "path": str(vdir), "champion": current["version"] if current else None}
+
+
+def rollback(use_case: str, version: str, reason: str, home: Path | None = None) -> dict[str, Any]:
+    """Point ``production`` at an earlier registered version (logged as a manual promotion)."""
+    with _locked(use_case, home):
+        vdir = registry_dir(use_case, home) / "versions" / version
+        if not (vdir / "manifest.json").exists():
+            known = sorted(p.name for p in (registry_dir(use_case, home) / "versions").glob("*") if p.is_dir())
+            raise ValueError(f"{use_case} has no registered version {version!r}; known versions: {known}")
+        current = champion(use_case, home)
+        previous = current["version"] if current else None
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        _write_alias(use_case, home, {"version": version, "promoted_at": now, "previous": previous})
+        _append_log(use_case, home, {"at": now, "use_case": use_case, "version": version, "previous": previous,
+                                     "reason": reason, "outcome": "rolled_back"})
+    return {"version": version, "previous": previous}
+
+
+def _write_alias(use_case: str, home: Path | None, payload: dict[str, Any]) -> None:
+    alias = alias_path(use_case, home)
+    alias.parent.mkdir(parents=True, exist_ok=True)
+    tmp = alias.parent / f".{alias.name}.tmp-{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, alias)  # atomic: readers see the old alias or the new one
 
 
 def promotion_log(use_case: str, home: Path | None = None) -> list[dict[str, Any]]:

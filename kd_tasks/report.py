@@ -17,7 +17,12 @@ def format_report(report: dict[str, Any]) -> str:
     ev, gate, outcome = report["evaluation"], report["gate"], report["outcome"]
     lines = [f"use case {report['use_case']}  ds={report['ds']}  run={report['run_id']}",
              f"held-out gold rows: {ev['eval_rows']}  window: {', '.join(ev['window'])}",
-             f"teacher {ev['teacher_version']}  champion {ev.get('champion_version') or '(none: first run)'}", ""]
+             f"teacher {ev['teacher_version']}  champion {ev.get('champion_version') or '(none: first run)'}"]
+    sl = report.get("soft_labels")
+    if sl:
+        lines.append(f"soft labels: partitions labelled by this teacher now: {', '.join(sl['labelled']) or 'none'}; "
+                     f"reused: {', '.join(sl['reused']) or 'none'}")
+    lines.append("")
     header = ["model"] + [title for _, title, _ in COLUMNS]
     rows = [[name] + [_cell(m, key, fmt) for key, _, fmt in COLUMNS] for name, m in ev["models"].items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -33,9 +38,17 @@ def format_report(report: dict[str, Any]) -> str:
     for c in gate["checks"]:
         lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']:<20} value={c['value']} "
                      f"threshold={c['threshold']}  ({c['detail']})")
-    lines += ["", f"decision: {gate['decision']} ({gate['reason']})"]
-    if outcome.get("outcome") == "promoted":
+    lines += ["", f"gate decision: {gate['decision']} ({gate['reason']})"]
+    if "action" in gate:
+        lines.append(f"action: {gate['action']} ({gate['action_reason']})")
+    kind = outcome.get("outcome")
+    if kind == "promoted":
         lines.append(f"promoted version {outcome['version']} -> {outcome['path']}")
+    elif kind == "candidate":
+        lines.append(f"candidate {outcome['version']} kept at {outcome['path']}; "
+                     f"production stays {outcome.get('champion') or '(none)'}")
+    elif kind == "lost_race":
+        lines.append(f"NOT promoted, lost a race: {outcome['reason']}")
     else:
         lines.append(f"held; production stays {outcome.get('champion') or '(none)'}")
     return "\n".join(lines)

@@ -138,8 +138,12 @@ def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:
 
 def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str | Path,
                       base_model: str | None = None, config: TeacherTrainConfig = TeacherTrainConfig(),
-                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                      provenance: dict[str, Any] | None = None,
+                      label_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Fine-tune a sequence classifier from ``base_model`` (default: the real MiniLM) on gold rows.
+
+    ``label_names`` fixes the output classes (default: the labels seen in ``labels``); pass it when
+    ``max_rows`` subsamples the rows, so rare classes keep an output.
 
     Writes to a temporary sibling directory and swaps it in at the end, so a crash never leaves a
     half-written teacher where the pipeline looks for one. Returns the manifest.
@@ -150,7 +154,10 @@ def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str 
     _quiet_transformers()
     if len(texts) != len(labels):
         raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
-    label_names = sorted(set(labels))
+    label_names = sorted(set(labels)) if label_names is None else list(label_names)
+    unknown = sorted(set(labels) - set(label_names))
+    if unknown:
+        raise ValueError(f"gold labels {unknown[:5]} are not in label_names; pass the full label set")
     if len(label_names) < 2:
         raise ValueError(
             f"the teacher needs at least 2 distinct gold labels, found {label_names}; load more labelled rows"

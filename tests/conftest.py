@@ -132,7 +132,7 @@ def run_chain(ds: str = DS, run_id: str = "test_run", **params) -> dict:
     uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, **params})
     extracted = nightly.extract(uc, ds, default_warehouse_uri())
     labelled = nightly.soft_labels(uc, ds)
-    distilled = nightly.distill(uc, ds, labelled["teacher_version"], run_id)
+    distilled = nightly.distill(uc, ds, labelled, run_id)
     evaluated = nightly.evaluate(uc, ds, distilled, params.get("dry_run", False))
     if evaluated["decision"] == "promote":
         nightly.promote(uc, ds, distilled, run_id)

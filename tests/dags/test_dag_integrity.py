@@ -19,7 +19,8 @@ def dagbag():
 
 
 def test_every_dag_file_is_covered():
-    assert [p.name for p in DAG_FILES] == ["kd_product_category_nightly.py", "kd_teacher_bootstrap.py"]
+    assert [p.name for p in DAG_FILES] == ["kd_export_production_model.py", "kd_product_category_nightly.py",
+                                           "kd_teacher_bootstrap.py"]
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -49,11 +50,24 @@ def test_nightly_dag_shape(dagbag):
     dag = dagbag.dags["kd_product_category_nightly"]
     assert dag.catchup is False and dag.max_active_runs == 1
     assert set(dag.task_ids) == {"extract_products", "generate_soft_labels", "distill_student", "evaluate_student",
-                                 "gate_student", "promote_student", "hold_student", "write_report"}
-    assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "hold_student"}
+                                 "gate_student", "promote_student", "record_candidate", "hold_student",
+                                 "write_report"}
+    assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "record_candidate",
+                                                                "hold_student"}
+    for heavy in ("generate_soft_labels", "distill_student", "evaluate_student"):
+        assert dag.get_task(heavy).pool == "kd_heavy", heavy
     params = dag.params
-    for name in ("temperature", "alpha", "epochs", "lookback_days", "student_size", "dry_run"):
+    for name in ("temperature", "alpha", "epochs", "lookback_days", "student_size", "dry_run", "force_promote",
+                 "force_reason", "allow_backfill_promotion", "ds"):
         assert name in params, name
+
+
+def test_export_dag_is_scheduled_on_the_promoted_model_asset(dagbag):
+    nightly, export = dagbag.dags["kd_product_category_nightly"], dagbag.dags["kd_export_production_model"]
+    promoted = nightly.get_task("promote_student").outlets
+    assert [a.name for a in promoted] == ["kd_product_category_production_model"]
+    assert [a.name for a in nightly.get_task("generate_soft_labels").outlets] == ["kd_product_category_soft_labels"]
+    assert "kd_product_category_production_model" in str(export.timetable.asset_condition)
 
 
 @pytest.mark.parametrize("conf,bad", [({"alpha": 1.5}, "alpha"), ({"temperature": -1}, "temperature"),
@@ -72,3 +86,26 @@ def test_bad_params_create_no_run_and_name_the_param(airflow_db, dagbag, conf, b
         dag.test(logical_date=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), run_conf=conf)
     with create_session() as session:
         assert session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count() == before
+
+
+def test_ds_comes_from_the_param_then_the_logical_date_then_the_data_interval():
+    import datetime as dt
+
+    from kd_common import run_ds
+
+    when = dt.datetime(2024, 3, 5, tzinfo=dt.timezone.utc)
+    assert run_ds({"params": {"ds": "2024-01-02"}, "logical_date": when}) == "2024-01-02"
+    assert run_ds({"params": {"ds": None}, "logical_date": when}) == "2024-03-05"
+    assert run_ds({"params": {}, "logical_date": None, "data_interval_start": when}) == "2024-03-05"
+    with pytest.raises(ValueError, match=r"no logical date; trigger it with conf \{\"ds\""):
+        run_ds({"params": {}, "logical_date": None, "data_interval_start": None})
+
+
+def test_backfill_runs_are_recognised():
+    from types import SimpleNamespace
+
+    from kd_common import is_backfill
+
+    assert is_backfill({"dag_run": SimpleNamespace(run_type="backfill")})
+    assert not is_backfill({"dag_run": SimpleNamespace(run_type="scheduled")})
+    assert not is_backfill({})

@@ -1,0 +1,338 @@
+"""Quality benchmark: does distillation pay on real e-commerce data?  (``make bench-quality``)
+
+Every run goes through the project's own stages: ``bootstrap_teacher`` fine-tunes MiniLM,
+``generate_soft_labels`` writes the teacher's logits as Parquet partitions, ``load_window`` reads
+them back, ``train_student`` (the core of ``distill_student``) trains the KD and no-KD students, and
+``classification_metrics`` / ``latency_profile`` (the core of ``evaluate_student``) measure every
+model with one harness in one process. Teachers and soft labels are cached under ``var/bench/cache``
+keyed by data set, regime, split seed and teacher config, so a rerun that changes only the student
+takes minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import pickle
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from benchmarks import datasets as bd
+from kd_tasks import lake
+from kd_tasks.config import PRODUCT_CATEGORY, DistillConfig, TeacherTrainConfig, UseCase
+from kd_tasks.data import Window, load_window
+from kd_tasks.distill import train_student
+from kd_tasks.evaluate import agreement, classification_metrics, latency_profile
+from kd_tasks.soft_labels import generate_soft_labels
+from kd_tasks.teacher import bootstrap_teacher, load_teacher
+
+log = logging.getLogger("bench.quality")
+SPLIT_DS = {"pool": "2000-01-01", "val": "2000-01-02", "test": "2000-01-03"}  # one partition per split
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    label: str
+    regime: str  # "full" or "scarce"
+    teacher: TeacherTrainConfig  # how the teacher is fine-tuned for this run
+
+
+def _t(**kw: Any) -> TeacherTrainConfig:
+    return TeacherTrainConfig(**kw)
+
+
+TITLES_FULL = _t(epochs=3, max_rows=8000, max_length=32, learning_rate=1e-4)
+TITLES_SCARCE = _t(epochs=6, max_rows=8000, max_length=32, learning_rate=1e-4)
+REVIEWS_FULL = _t(epochs=2, max_rows=4000, max_length=128, learning_rate=5e-5)
+REVIEWS_SCARCE = _t(epochs=4, max_rows=4000, max_length=128, learning_rate=5e-5)
+RUNS = [
+    RunSpec("fashion_product_styles", "subCategory", "full", TITLES_FULL),
+    RunSpec("fashion_product_styles", "subCategory", "scarce", TITLES_SCARCE),
+    RunSpec("fashion_product_styles", "articleType", "full", TITLES_FULL),
+    RunSpec("fashion_product_styles", "articleType", "scarce", TITLES_SCARCE),
+    RunSpec("womens_clothing_reviews", "Recommended IND", "full", REVIEWS_FULL),
+    RunSpec("womens_clothing_reviews", "Recommended IND", "scarce", REVIEWS_SCARCE),
+]
+TARGETS = {"retention": 0.97, "retention_fashion": 0.99, "params_ratio": 10.0, "latency_ratio": 20.0}
+
+
+@dataclass
+class Prepared:
+    spec: RunSpec
+    teacher: Any  # kd_tasks.teacher.Teacher
+    train_seconds: float
+    windows: dict[str, Window]  # pool (gold as the regime allows), val, test (full gold)
+    home: Path
+
+
+def cache_key(spec: RunSpec, seed: int, n_rows: int, base_model: str | None) -> str:
+    raw = json.dumps([spec.dataset, spec.label, spec.regime, asdict(spec.teacher), seed, n_rows,
+                      base_model or "minilm", bd.TEST_SHARE, bd.VAL_SHARE, bd.SCARCE_GOLD_SHARE], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+
+def prepare(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, seed: int = 0,
+            base_model: str | None = None) -> Prepared:
+    """Teacher (fine-tuned once) and its soft labels for every split (labelled once), from the cache."""
+    home = cache_root / f"{spec.dataset}-{spec.label.replace(' ', '_')}-{spec.regime}-" \
+                        f"{cache_key(spec, seed, len(corpus.ids), base_model)}"
+    split = [bd.split_of(i, seed) for i in corpus.ids]
+    gold = [lab if s != "pool" or bd.keeps_gold(i, spec.regime, seed) else None
+            for i, lab, s in zip(corpus.ids, corpus.labels, split)]
+    teacher_dir = home / "teacher"
+    pool_gold = [(t, g) for t, g, s in zip(corpus.texts, gold, split) if s == "pool" and g is not None]
+    if not (teacher_dir / "kd_manifest.json").exists():
+        log.info("%s/%s/%s: fine-tuning the teacher on %d gold rows", spec.dataset, spec.label, spec.regime,
+                 len(pool_gold))
+        bootstrap_teacher([t for t, _ in pool_gold], [g for _, g in pool_gold], teacher_dir, base_model=base_model,
+                          config=spec.teacher, label_names=sorted({g for _, g in pool_gold}),
+                          provenance={"benchmark": asdict(spec), "seed": seed})
+    else:
+        log.info("%s/%s/%s: cached teacher at %s", spec.dataset, spec.label, spec.regime, teacher_dir)
+    teacher = load_teacher(teacher_dir)
+    use_case = UseCase(name="bench", extract_sql="-", teacher_sql="-", id_column="row_id", text_column="text",
+                       label_column="label", teacher_dir=str(teacher_dir))
+    windows = {}
+    for name, ds in SPLIT_DS.items():
+        idx = [k for k, s in enumerate(split) if s == name]
+        path = lake.extract_path(use_case.name, ds, home)
+        if not path.exists():
+            lake.write_partition(pa.table({
+                "row_id": pa.array([corpus.ids[k] for k in idx], pa.string()),
+                "text": pa.array([corpus.texts[k] for k in idx], pa.string()),
+                "label": pa.array([gold[k] for k in idx], pa.string()),
+            }), path, {"benchmark": asdict(spec), "split": name, "seed": seed})
+        generate_soft_labels(use_case, ds, lookback_days=1, home=home)  # no work twice: cached per version
+        windows[name] = load_window(use_case, ds, teacher.version, 1, home)
+    manifest = json.loads((teacher_dir / "kd_manifest.json").read_text())
+    return Prepared(spec, teacher, float(manifest.get("train_seconds", 0.0)), windows, home)
+
+
+def _quality(gold: Sequence[str], pred: Sequence[str], positive_proba: np.ndarray | None) -> dict[str, Any]:
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    m = classification_metrics(gold, pred)
+    m["weighted_f1"] = float(f1_score(gold, pred, labels=sorted(set(gold)), average="weighted", zero_division=0))
+    if positive_proba is not None:
+        m["roc_auc"] = float(roc_auc_score([g == "1" for g in gold], positive_proba))
+    m.pop("per_class_recall")
+    return m
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_tfidf_lr(texts: Sequence[str], labels: Sequence[str], val: Window, grid: Sequence[float]) -> Any:
+    """TF-IDF (word 1-2-grams + char 3-5-grams) + logistic regression; C chosen on the validation split."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    best, best_f1 = None, -1.0
+    for c in grid:
+        model = make_pipeline(
+            make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                       TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2)),
+            LogisticRegression(C=c, max_iter=100, tol=1e-3),
+        ).fit(texts, labels)
+        f1 = classification_metrics([str(g) for g in val.gold], list(model.predict(val.texts)))["macro_f1"]
+        log.info("tfidf_lr C=%s: validation macro-F1 %.4f", c, f1)
+        if f1 > best_f1:
+            best, best_f1 = model, f1
+    return best
+
+
+def run(prep: Prepared, distill: DistillConfig, tfidf_grid: Sequence[float] = (10.0,),
+        latency_repeats: tuple[int, int] = (100, 10)) -> dict[str, Any]:
+    spec, pool, test = prep.spec, prep.windows["pool"], prep.windows["test"]
+    binary = sorted(set(test.gold) | set(pool.label_names)) == ["0", "1"]
+    gold_test = [str(g) for g in test.gold]
+    n_gold = int(sum(g is not None for g in pool.gold))
+    log.info("%s/%s/%s: pool %d rows (%d gold), val %d, test %d", spec.dataset, spec.label, spec.regime,
+             len(pool.ids), n_gold, len(prep.windows["val"].ids), len(test.ids))
+
+    predictors: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
+    models: dict[str, dict[str, Any]] = {"teacher": {"params": prep.teacher.num_parameters(),
+                                                     "bytes": prep.teacher.bytes_on_disk(),
+                                                     "train_s": round(prep.train_seconds, 1)}}
+    test_logits = {"teacher": test.teacher_logits}
+    predictors["teacher"] = lambda b: prep.teacher.logits(b, batch_size=64)
+    for name, cfg in (("student_kd", distill), ("student_hard", replace(distill, alpha=0.0))):
+        t0 = time.perf_counter()
+        student = train_student(pool, cfg, log_prefix=name)
+        train_s = time.perf_counter() - t0
+        d = student.save(prep.home / "students" / name)
+        models[name] = {"params": student.num_parameters(), "bytes": student.bytes_on_disk(d),
+                        "train_s": round(train_s, 1)}
+        test_logits[name] = student.logits(test.texts)
+        predictors[name] = student.logits
+        models[name].update(agreement(test.teacher_logits, test_logits[name]))
+
+    t0 = time.perf_counter()
+    gold_rows = [(t, g) for t, g in zip(pool.texts, pool.gold) if g is not None]
+    tfidf = fit_tfidf_lr([t for t, _ in gold_rows], [g for _, g in gold_rows], prep.windows["val"], tfidf_grid)
+    lr = tfidf.steps[-1][1]
+    models["tfidf_lr"] = {"params": int(lr.coef_.size + lr.intercept_.size), "bytes": len(pickle.dumps(tfidf)),
+                          "train_s": round(time.perf_counter() - t0, 1), "C": float(lr.C)}
+    predictors["tfidf_lr"] = tfidf.predict_proba
+
+    for name, m in models.items():
+        if name == "tfidf_lr":
+            proba = tfidf.predict_proba(test.texts)
+            names = [str(c) for c in tfidf.classes_]
+        else:
+            proba = _softmax(test_logits[name])
+            names = pool.label_names
+        pred = [names[k] for k in proba.argmax(axis=1)]
+        positive = proba[:, names.index("1")] if binary and "1" in names else None
+        m.update(_quality(gold_test, pred, positive))
+        lat = latency_profile(predictors[name], test.texts, *latency_repeats)
+        m.update({"p50_ms_b1": lat["p50_ms_b1"], "p95_ms_b1": lat["p95_ms_b1"],
+                  "rows_per_s_b64": lat["rows_per_s_b64"]})
+        log.info("%-12s macro-F1 %.4f accuracy %.4f p50 b1 %.3f ms", name, m["macro_f1"], m["accuracy"],
+                 m["p50_ms_b1"])
+
+    kd, teacher, hard = models["student_kd"], models["teacher"], models["student_hard"]
+    result = {
+        "dataset": spec.dataset, "label": spec.label, "regime": spec.regime,
+        "rows": {"pool": len(pool.ids), "pool_gold": n_gold, "val": len(prep.windows["val"].ids),
+                 "test": len(test.ids), "classes": len(pool.label_names)},
+        "teacher_config": asdict(spec.teacher), "student_config": asdict(distill), "models": models,
+        "retention": kd["macro_f1"] / teacher["macro_f1"],
+        "kd_gain": kd["macro_f1"] - hard["macro_f1"],
+        "params_ratio": teacher["params"] / kd["params"],
+        "latency_ratio": teacher["p50_ms_b1"] / kd["p50_ms_b1"],
+    }
+    result["targets"] = check_targets(result)
+    return result
+
+
+def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    need = TARGETS["retention_fashion"] if r["dataset"] == "fashion_product_styles" else TARGETS["retention"]
+    out = {"retention": {"value": r["retention"], "min": need},
+           "params_ratio": {"value": r["params_ratio"], "min": TARGETS["params_ratio"]},
+           "latency_ratio": {"value": r["latency_ratio"], "min": TARGETS["latency_ratio"]}}
+    if r["regime"] == "scarce":
+        m = r["models"]
+        out["kd_gain"] = {"value": r["kd_gain"], "min_exclusive": 0.0}
+        out["kd_beats_tfidf"] = {"value": m["student_kd"]["macro_f1"] - m["tfidf_lr"]["macro_f1"],
+                                 "min_exclusive": 0.0}
+    for t in out.values():
+        t["met"] = bool(t["value"] >= t["min"]) if "min" in t else bool(t["value"] > t["min_exclusive"])
+    return out
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"Quality benchmark, {report['date']}, on {report['machine']}.", "",
+             "| data set | label | regime | model | accuracy | macro-F1 | weighted-F1 | ROC-AUC | params | bytes "
+             "| p50 ms b1 | p95 ms b1 | rows/s b64 | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        for name, m in r["models"].items():
+            auc = f"{m['roc_auc']:.4f}" if "roc_auc" in m else "–"
+            lines.append(f"| {r['dataset']} | {r['label']} | {r['regime']} | {name} | {m['accuracy']:.4f} | "
+                         f"{m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | {auc} | {m['params']:,} | {m['bytes']:,} | "
+                         f"{m['p50_ms_b1']:.3f} | {m['p95_ms_b1']:.3f} | {m['rows_per_s_b64']:,.0f} | {m['train_s']} |")
+    lines += ["", "| data set | label | regime | retention | kd_gain | params_ratio | latency_ratio | targets |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        missed = [k for k, t in r["targets"].items() if not t["met"]]
+        lines.append(f"| {r['dataset']} | {r['label']} | {r['regime']} | {r['retention']:.4f} | {r['kd_gain']:+.4f} | "
+                     f"{r['params_ratio']:.1f} | {r['latency_ratio']:.1f} | "
+                     f"{'all met' if not missed else 'missed: ' + ', '.join(missed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    start, end = "<!-- bench-quality:start -->", "<!-- bench-quality:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to update")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + table + end + rest.split(end, 1)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets-dir", default=os.environ.get("KD_DATASETS", "../shared/datasets"))
+    p.add_argument("--out", default=None, help="JSON path (default: $KD_HOME/bench/quality[-smoke].json)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these DATASET:LABEL:REGIME")
+    p.add_argument("--smoke", action="store_true",
+                   help="one data set, 1,200 rows, a tiny teacher and 2 epochs: checks the code, not the numbers")
+    p.add_argument("--base-model", default=None, help="local HF directory for the teacher (default: MiniLM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--update-readme", action="store_true", help="rewrite the README's benchmark table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kd_tasks.config import kd_home
+
+    out = Path(args.out or kd_home() / "bench" / ("quality-smoke.json" if args.smoke else "quality.json"))
+    cache = out.parent / "cache"
+    datasets_dir = Path(args.datasets_dir)
+    runs, limit, distill = RUNS, None, PRODUCT_CATEGORY.distill
+    latency_repeats, base_model = (100, 10), args.base_model
+    if args.smoke:
+        tiny = _t(epochs=2, max_rows=600, max_length=24, learning_rate=3e-3)
+        runs = [RunSpec("fashion_product_styles", "subCategory", r, tiny) for r in ("full", "scarce")]
+        limit, distill, latency_repeats = 1200, replace(distill, epochs=2), (10, 3)
+        if base_model is None:
+            from kd_tasks.teacher import create_tiny_base_model
+
+            base_model = str(cache / "tiny_base")
+            if not Path(base_model, "config.json").exists():
+                create_tiny_base_model(base_model)
+    if args.only:
+        runs = [r for r in runs if f"{r.dataset}:{r.label}:{r.regime}" in args.only]
+        if not runs:
+            raise SystemExit(f"--only matched no run; choose from {[f'{r.dataset}:{r.label}:{r.regime}' for r in RUNS]}")
+    started = time.perf_counter()
+    corpora: dict[tuple[str, str], bd.Corpus] = {}
+    results = []
+    for spec in runs:
+        key = (spec.dataset, spec.label)
+        if key not in corpora:
+            corpora[key] = bd.load(datasets_dir, spec.dataset, spec.label, limit)
+            for note in corpora[key].notes:
+                log.info("%s: %s", spec.dataset, note)
+        prep = prepare(spec, corpora[key], cache, args.seed, base_model)
+        result = run(prep, distill, latency_repeats=latency_repeats)
+        result["notes"] = corpora[key].notes
+        results.append(result)
+    report = {"machine": machine(), "date": dt.date.today().isoformat(), "smoke": args.smoke,
+              "wall_s": round(time.perf_counter() - started, 1), "runs": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    out.with_suffix(".md").write_text(table)
+    if args.update_readme:
+        update_readme(Path(__file__).resolve().parent.parent / "README.md", table)
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.md')} in {report['wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Export the production student for serving, and prove the export predicts what the registry copy does.
+
+Format: ``torch.export`` (an ExportedProgram saved as ``student.pt2``) of the student network with
+dynamic batch and n-gram dimensions, next to ``export.json`` (label names, hash buckets and the
+featurizer spec). Why not ONNX: it would add onnx/onnxruntime to the serving and build dependencies
+for a network of three standard layers; an ExportedProgram loads with plain ``torch.export.load`` (or
+compiles ahead of time with AOTInductor for a C++ server) and TorchScript is in maintenance mode.
+The featurizer (hashing of words and n-grams) stays Python: ``kd_tasks.student.featurize`` is the
+reference, and ``export.json`` pins its parameters.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import lake, registry
+from .config import UseCase
+from .data import is_holdout
+from .student import Student, batch_inputs
+
+log = logging.getLogger(__name__)
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported program does not reproduce the registry model's predictions."""
+
+
+def held_out_texts(use_case: UseCase, days: list[str], home: Path | None = None) -> list[str]:
+    """Titles of the held-out rows in the extract partitions of ``days`` (the model's data window)."""
+    texts = []
+    for day in days:
+        path = lake.extract_path(use_case.name, day, home)
+        if path.exists():
+            t = pq.read_table(path, columns=[use_case.id_column, use_case.text_column])
+            for rid, text in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
+                if is_holdout(rid, use_case.holdout_percent):
+                    texts.append(text)
+    return texts
+
+
+def export_production(use_case: UseCase, version: str | None = None, home: Path | None = None,
+                      atol: float = 1e-4) -> dict[str, Any]:
+    """Export ``version`` (default: production) to ``registry/<use_case>/exports/<version>/``."""
+    import torch
+    from torch.export import Dim, export
+
+    if version is None:
+        champ = registry.champion(use_case.name, home)
+        if champ is None:
+            raise ValueError(f"{use_case.name} has no production model yet; run the nightly DAG until one is promoted")
+        version = champ["version"]
+    vdir = registry.registry_dir(use_case.name, home) / "versions" / version
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    student = Student.load(vdir)
+    texts = held_out_texts(use_case, manifest["data_window"], home)
+    if not texts:
+        raise ValueError(f"no held-out rows in the extract partitions {manifest['data_window']} to smoke-test "
+                         f"version {version}; they may have been deleted — re-run extract_products for them")
+
+    example = batch_inputs(texts[:2], student.n_buckets)
+    program = export(student.net.eval(), example, dynamic_shapes={
+        "ids": {0: Dim("n_ids", min=1, max=1 << 30)}, "offsets": {0: Dim("batch", min=1, max=1 << 24)}})
+
+    out = registry.registry_dir(use_case.name, home) / "exports" / version
+    tmp = out.parent / f".{version}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        torch.export.save(program, tmp / "student.pt2")
+        loaded = torch.export.load(tmp / "student.pt2").module()
+        with torch.inference_mode():
+            exported = np.concatenate([loaded(*batch_inputs(texts[i:i + 256], student.n_buckets)).numpy()
+                                       for i in range(0, len(texts), 256)])
+        reference = student.logits(texts)
+        diff = float(np.abs(exported - reference).max())
+        same = bool((exported.argmax(1) == reference.argmax(1)).all())
+        if not same or diff > atol:
+            raise ExportMismatchError(
+                f"exported {version} differs from the registry copy on {len(texts)} held-out rows "
+                f"(max |logit diff| {diff:.2e}, same top-1: {same}); the export was not published"
+            )
+        info = {"version": version, "format": "torch.export ExportedProgram (student.pt2)",
+                "inputs": "ids: int64[n_ids] bucket ids; offsets: int64[batch] start of each row",
+                "featurizer": {"name": "kd_tasks.student.featurize", "n_buckets": student.n_buckets,
+                               "features": "lower-cased [a-z0-9]+ words, word bigrams, char 3-5-grams of <word>, "
+                                           "zlib.crc32 mod n_buckets"},
+                "label_names": student.label_names, "teacher_version": manifest.get("teacher_version"),
+                "smoke_test": {"rows": len(texts), "same_top1": same, "max_abs_logit_diff": diff}}
+        (tmp / "export.json").write_text(json.dumps(info, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s to %s; smoke test on %d held-out rows: same top-1, max |diff| %.2e",
+             version, out, len(texts), diff)
+    return {"version": version, "path": str(out / "student.pt2"), "rows_checked": len(texts), "max_abs_diff": diff}

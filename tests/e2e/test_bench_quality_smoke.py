@@ -1,0 +1,61 @@
+"""The quality benchmark's smoke variant: the same code as `make bench-quality`, one data set, tiny budget."""
+import json
+
+from benchmarks import datasets as bd
+from benchmarks import quality
+
+
+def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd_home):
+    out = tmp_path / "bench" / "quality-smoke.json"
+    assert quality.main(["--smoke", "--datasets-dir", str(datasets_dir), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"] and report["date"] and report["smoke"] is True
+    assert [(r["dataset"], r["label"], r["regime"]) for r in report["runs"]] == [
+        ("fashion_product_styles", "subCategory", "full"), ("fashion_product_styles", "subCategory", "scarce")]
+    for r in report["runs"]:
+        assert set(r["models"]) == {"teacher", "student_kd", "student_hard", "tfidf_lr"}
+        for name, m in r["models"].items():
+            for key in ("accuracy", "macro_f1", "weighted_f1"):
+                assert 0.0 <= m[key] <= 1.0, (name, key)
+            for key in ("params", "bytes", "p50_ms_b1", "p95_ms_b1", "rows_per_s_b64"):
+                assert m[key] > 0, (name, key)
+            assert m["p95_ms_b1"] >= m["p50_ms_b1"]
+        m = r["models"]
+        assert r["retention"] == m["student_kd"]["macro_f1"] / m["teacher"]["macro_f1"]
+        assert r["kd_gain"] == m["student_kd"]["macro_f1"] - m["student_hard"]["macro_f1"]
+        assert r["params_ratio"] == m["teacher"]["params"] / m["student_kd"]["params"]
+        assert r["latency_ratio"] == m["teacher"]["p50_ms_b1"] / m["student_kd"]["p50_ms_b1"]
+        assert set(r["targets"]) >= {"retention", "params_ratio", "latency_ratio"}
+        assert ("kd_gain" in r["targets"]) == (r["regime"] == "scarce")
+    full, scarce = report["runs"]
+    assert scarce["rows"]["pool_gold"] < 0.1 * scarce["rows"]["pool"]
+    assert full["rows"]["pool_gold"] == full["rows"]["pool"]
+    table = out.with_suffix(".md").read_text()
+    assert "| fashion_product_styles | subCategory | scarce | student_kd |" in table
+
+    # The cache: a second run reuses the teachers and soft labels and only retrains the students.
+    cached = sorted(p.name for p in (out.parent / "cache").iterdir())
+    assert quality.main(["--smoke", "--datasets-dir", str(datasets_dir), "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out.parent / "cache").iterdir()) == cached
+    again = json.loads(out.read_text())
+    assert again["runs"][0]["models"]["teacher"]["macro_f1"] == full["models"]["teacher"]["macro_f1"]
+
+
+def test_split_protocol_is_seeded_and_has_the_documented_shares():
+    ids = [str(i) for i in range(20000)]
+    split = [bd.split_of(i, 0) for i in ids]
+    assert split == [bd.split_of(i, 0) for i in ids]
+    assert split != [bd.split_of(i, 1) for i in ids]
+    share = {s: split.count(s) / len(ids) for s in ("test", "val", "pool")}
+    assert abs(share["test"] - 0.2) < 0.01 and abs(share["val"] - 0.1) < 0.01
+    pool = [i for i, s in zip(ids, split) if s == "pool"]
+    scarce = sum(bd.keeps_gold(i, "scarce", 0) for i in pool) / len(pool)
+    assert abs(scarce - 0.05) < 0.005
+    assert all(bd.keeps_gold(i, "full", 0) for i in pool)
+
+
+def test_readme_table_block_is_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-quality:start -->\nold\n<!-- bench-quality:end -->\nafter\n")
+    quality.update_readme(readme, "| new |\n")
+    assert readme.read_text() == "intro\n<!-- bench-quality:start -->\n| new |\n<!-- bench-quality:end -->\nafter\n"

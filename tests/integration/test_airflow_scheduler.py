@@ -1,0 +1,240 @@
+"""Nightly, backfill and manual runs on a real Airflow: scheduler, dag-processor and api-server,
+LocalExecutor, metadata database on the running PostgreSQL, parallelism 2.
+
+Sequence (one module-scoped Airflow, every process stopped by PID at the end, pass or fail):
+1. unpause the nightly DAG: the scheduler creates the scheduled run for yesterday, which promotes
+   the first champion; the promoted-model asset event triggers the export DAG;
+2. `airflow backfill create` over the three days before: three successful runs, in date order, each
+   date's partitions written once, the production alias untouched, three gate decisions logged as
+   candidates;
+3. a manual trigger with a bad param is refused by the API and creates no run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import PG_ADMIN_URI, ROOT, TINY_TEACHER_TRAIN
+
+NIGHTLY, EXPORT = "kd_product_category_nightly", "kd_export_production_model"
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yesterday is DAYS[-1]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, root: Path, env: dict[str, str], port: int):
+        self.root, self.env, self.port = root, env, port
+        self.procs: list[subprocess.Popen] = []
+        self.kd_home = Path(env["KD_HOME"])
+        self._token = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        out = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=180)
+        if check and out.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        return out
+
+    def start(self, *args: str) -> None:
+        log = open(self.root / f"{args[0]}.log", "w")
+        self.procs.append(subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.time() + 30
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        if self._token is None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/auth/token", timeout=10) as r:
+                self._token = json.loads(r.read())["access_token"]
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {self._token}",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def wait(self, what: str, check, timeout: float = 240, every: float = 3):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise AssertionError(f"{p.args[1]} exited with {p.returncode} while waiting for {what}; "
+                                         f"see {self.root / (p.args[1] + '.log')}")
+            try:
+                value = check()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                value = None
+            if value:
+                return value
+            time.sleep(every)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.root}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        status, body = self.api("GET", f"/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")
+        assert status == 200, body
+        return body["dag_runs"]
+
+
+def _finished(runs: list[dict], n: int) -> list[dict] | None:
+    failed = [r for r in runs if r["state"] == "failed"]
+    if failed:
+        raise AssertionError(f"runs failed: {[(r['dag_run_id'], r['logical_date']) for r in failed]}")
+    done = [r for r in runs if r["state"] == "success"]
+    return done if len(done) >= n else None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, fashion_records, tiny_base):
+    import psycopg2
+
+    from kd_tasks import warehouse
+    from kd_tasks.nightly import bootstrap, resolve_use_case
+
+    root = tmp_path_factory.mktemp("airflow_cluster")
+    db = f"kd_airflow_{os.getpid()}"
+    admin = psycopg2.connect(PG_ADMIN_URI)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {db} with (force)")
+        cur.execute(f"create database {db}")
+    port = _free_port()
+    env = {**os.environ,
+           "AIRFLOW_HOME": str(root / "airflow"), "KD_HOME": str(root / "kd_home"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_URI.replace("postgresql://", "postgresql+psycopg2://")
+           .rsplit("/", 1)[0] + f"/{db}",
+           "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+           "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
+    env.pop("KD_WAREHOUSE", None)
+    c = Cluster(root, env, port)
+    try:
+        # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KD_HOME", env["KD_HOME"])
+            rows = warehouse.catalogue_rows(fashion_records[:1600], source="fashion",
+                                            text_column="productDisplayName", label_column="masterCategory",
+                                            id_column="id", end_date=DAYS[-1], days=len(DAYS))
+            for r in rows[::4]:
+                r["category"] = None
+            uri = f"sqlite:///{root / 'kd_home' / 'warehouse.db'}"
+            warehouse.load_products(uri, rows, replace=True)
+            bootstrap(resolve_use_case("product_category"), DAYS[-1], uri, base_model=str(tiny_base),
+                      train=TINY_TEACHER_TRAIN)
+        c.cli("db", "migrate")
+        c.cli("pools", "set", "kd_heavy", "1", "teacher inference, training, latency measurement")
+        c.start("api-server", "--port", str(port))
+        c.start("dag-processor")
+        c.start("scheduler")
+        c.wait("the API server", lambda: c.api("GET", "/monitor/health")[0] == 200, timeout=120)
+        for dag_id in (NIGHTLY, EXPORT):
+            c.wait(f"{dag_id} to be parsed", lambda d=dag_id: c.api("GET", f"/dags/{d}")[0] == 200, timeout=120)
+        yield c
+    finally:
+        c.stop()
+        with admin.cursor() as cur:
+            cur.execute(f"drop database if exists {db} with (force)")
+        admin.close()
+
+
+def _promotions(c: Cluster) -> list[dict]:
+    path = c.kd_home / "registry" / "product_category" / "promotions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _alias(c: Cluster) -> str | None:
+    path = c.kd_home / "registry" / "product_category" / "aliases" / "production.json"
+    return json.loads(path.read_text())["version"] if path.exists() else None
+
+
+def test_scheduled_nightly_run_promotes_and_the_asset_triggers_the_export(cluster):
+    c = cluster
+    assert c.api("PATCH", f"/dags/{EXPORT}", {"is_paused": False})[0] == 200
+    assert c.api("PATCH", f"/dags/{NIGHTLY}", {"is_paused": False})[0] == 200
+    runs = c.wait("the scheduled nightly run", lambda: _finished(c.runs(NIGHTLY), 1))
+    assert [r["run_type"] for r in runs] == ["scheduled"]
+    assert runs[0]["logical_date"].startswith(DAYS[-1])
+    log = _promotions(c)
+    assert [e["outcome"] for e in log] == ["promoted"] and log[0]["ds"] == DAYS[-1]
+    assert _alias(c) == log[0]["version"]
+
+    exports = c.wait("the export DAG run", lambda: _finished(c.runs(EXPORT), 1))
+    assert exports[0]["run_type"] == "asset_triggered"
+    info = json.loads((c.kd_home / "registry" / "product_category" / "exports" / log[0]["version"]
+                       / "export.json").read_text())
+    assert info["smoke_test"]["same_top1"] is True and info["version"] == log[0]["version"]
+
+
+def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster):
+    c = cluster
+    champion = _alias(c)
+    assert champion, "the scheduled run must have promoted first"
+    c.cli("backfill", "create", "--dag-id", NIGHTLY, "--from-date", DAYS[0], "--to-date", DAYS[2],
+          "--max-active-runs", "1", "--reprocess-behavior", "none")
+    runs = c.wait("three backfill runs", lambda: _finished([r for r in c.runs(NIGHTLY) if r["run_type"] == "backfill"],
+                                                           3), timeout=420)
+    runs = sorted(runs, key=lambda r: r["logical_date"])
+    assert [r["logical_date"][:10] for r in runs] == DAYS[:3]
+    for earlier, later in zip(runs, runs[1:]):  # one at a time, oldest first
+        assert earlier["end_date"] <= later["start_date"], (earlier, later)
+
+    lake = c.kd_home / "lake" / "product_category"
+    for day in DAYS:
+        assert [p.name for p in (lake / "extract" / f"ds={day}").iterdir()] == ["part-0.parquet"], day
+    teachers = [p.name for p in (lake / "soft_labels").iterdir()]
+    assert len(teachers) == 1, f"soft labels of one teacher version only, got {teachers}"
+    for day in DAYS:
+        assert [p.name for p in (lake / "soft_labels" / teachers[0] / f"ds={day}").iterdir()] == ["part-0.parquet"]
+
+    assert _alias(c) == champion, "a backfill must not move the production alias"
+    candidates = [e for e in _promotions(c) if e["outcome"] == "candidate"]
+    assert sorted(e["ds"] for e in candidates) == DAYS[:3]
+    assert all(e["gate"]["decision"] in ("promote", "hold") and e["gate"]["checks"] for e in candidates)
+    assert [e["outcome"] for e in _promotions(c)].count("promoted") == 1
+    assert len(_finished(c.runs(EXPORT), 1)) == 1, "no promotion, so no new export"
+
+
+def test_bad_param_is_refused_and_creates_no_run(cluster):
+    c = cluster
+    before = len(c.runs(NIGHTLY))
+    status, body = c.api("POST", f"/dags/{NIGHTLY}/dagRuns", {"logical_date": None, "conf": {"alpha": 1.5}})
+    assert status == 400, body
+    assert "alpha" in json.dumps(body)
+    assert len(c.runs(NIGHTLY)) == before
