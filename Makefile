@@ -20,7 +20,7 @@ FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(KD_HOME)/logs
 
-.PHONY: install demo demo-fashion test bench-quality bench-sweep clean-demo
+.PHONY: install demo demo-fashion test bench-quality bench-sweep standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ bench-quality: install
 # T x alpha grid on the validation split (reuses the cached teachers); writes $(KD_HOME)/bench/sweep.json.
 bench-sweep: install
 	$(BIN)/python -m benchmarks.sweep
+
+# Airflow on a laptop: scheduler, dag-processor, api-server and triggerer in one process, LocalExecutor,
+# SQLite metadata, low parallelism, no example DAGs, the kd_heavy pool. UI on http://localhost:8080.
+standalone: install
+	@mkdir -p $(LOGS)
+	$(BIN)/airflow db migrate > $(LOGS)/airflow-db-migrate.log 2>&1
+	$(BIN)/airflow pools set kd_heavy 1 "teacher inference, training, latency measurement"
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
 clean-demo:
 	rm -rf $(KD_HOME)

@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("make-tiny-base", help="save a tiny random BERT (MiniLM tokenizer) for smoke runs")
     p.add_argument("out_dir")
 
+    p = sub.add_parser("rollback", help="point production at an earlier registered version (logged)")
+    p.add_argument("--use-case", default="product_category")
+    p.add_argument("--version", required=True, help="a version under registry/<use_case>/versions/")
+    p.add_argument("--reason", required=True, help="why; written to the promotion log")
+
+    p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, lost_race, rolled_back)")
+    p.add_argument("--use-case", default="product_category")
+    p.add_argument("--last", type=int, default=20)
+
     p = sub.add_parser("report", help="print the latest run report for a date")
     p.add_argument("--use-case", default="product_category")
     p.add_argument("--ds", required=True)
@@ -110,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         from .teacher import create_tiny_base_model
 
         print(create_tiny_base_model(args.out_dir))
+    elif args.command == "rollback":
+        from .registry import rollback
+
+        result = rollback(args.use_case, args.version, args.reason)
+        print(f"production of {args.use_case} now {result['version']} (was {result['previous']})")
+    elif args.command == "promotions":
+        from .registry import champion, promotion_log
+
+        for e in promotion_log(args.use_case)[-args.last:]:
+            print(f"{e['at'][:19]}  {e['outcome']:<11} {e['version']}  ds={e.get('ds')}  prev={e.get('previous')}  "
+                  f"{e.get('reason', '')}")
+        champ = champion(args.use_case)
+        print(f"production: {champ['version'] if champ else '(none)'}")
     elif args.command == "report":
         from .report import format_report
 

@@ -124,8 +124,11 @@ def tiny_teacher(fashion_warehouse, tiny_base) -> dict:
                      train=TINY_TEACHER_TRAIN)
 
 
-def run_chain(ds: str = DS, run_id: str = "test_run", **params) -> dict:
-    """The nightly chain in-process, without Airflow (the same functions the DAG tasks call)."""
+def run_chain(ds: str = DS, run_id: str = "test_run", action: dict | None = None, **params) -> dict:
+    """The nightly chain in-process, without Airflow (the same functions the DAG tasks call).
+
+    ``action`` goes to the action choice (is_backfill, force_promote, force_reason, ...).
+    """
     from kd_tasks import nightly
     from kd_tasks.config import default_warehouse_uri
 
@@ -133,9 +136,11 @@ def run_chain(ds: str = DS, run_id: str = "test_run", **params) -> dict:
     extracted = nightly.extract(uc, ds, default_warehouse_uri())
     labelled = nightly.soft_labels(uc, ds)
     distilled = nightly.distill(uc, ds, labelled, run_id)
-    evaluated = nightly.evaluate(uc, ds, distilled, params.get("dry_run", False))
-    if evaluated["decision"] == "promote":
-        nightly.promote(uc, ds, distilled, run_id)
+    evaluated = nightly.evaluate(uc, ds, distilled, params.get("dry_run", False), **(action or {}))
+    if evaluated["action"] == "promote":
+        nightly.promote(uc, ds, distilled, run_id, reason=evaluated["action_reason"])
+    elif evaluated["action"] == "candidate":
+        nightly.record_candidate(uc, ds, distilled, run_id, evaluated["action_reason"])
     else:
         nightly.hold(uc, evaluated)
     report = nightly.write_report(uc, ds, run_id, evaluated["run_dir"])

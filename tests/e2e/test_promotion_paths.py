@@ -1,0 +1,49 @@
+"""Forced promotions, backfill candidates and lost races, through the functions the DAG tasks call."""
+import json
+
+from conftest import DS, run_chain
+from kd_tasks import nightly, registry
+from kd_tasks.config import default_warehouse_uri
+
+
+def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
+    run_chain()
+    strict = {"gate": {"max_student_bytes": 1}}  # no student fits: the gate holds
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3})
+    uc = uc.with_overrides(gate=strict["gate"])
+    extracted = nightly.extract(uc, DS, default_warehouse_uri())
+    assert extracted["rows"] > 0
+    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS), "forced")
+    evaluated = nightly.evaluate(uc, DS, distilled, False, force_promote=True, force_reason="INC-7 hotfix")
+    assert evaluated["decision"] == "hold" and evaluated["action"] == "promote"
+    outcome = nightly.promote(uc, DS, distilled, "forced", reason=evaluated["action_reason"])
+    assert outcome["outcome"] == "promoted"
+    last = registry.promotion_log("product_category")[-1]
+    assert last["outcome"] == "promoted" and "INC-7 hotfix" in last["reason"] and "gate said hold" in last["reason"]
+
+
+def test_backfill_run_records_a_candidate_and_keeps_production(kd_home, tiny_teacher):
+    run_chain()
+    champion = registry.champion("product_category")["version"]
+    out = run_chain(run_id="backfill__2024-01-10", epochs=3, action={"is_backfill": True})
+    assert out["evaluated"]["action"] == "candidate"
+    assert registry.champion("product_category")["version"] == champion
+    last = registry.promotion_log("product_category")[-1]
+    assert last["outcome"] == "candidate" and last["gate"]["decision"] in ("promote", "hold")
+    report = json.loads(open(out["report"]).read())
+    assert report["outcome"]["outcome"] == "candidate"
+
+
+def test_a_promotion_that_lost_the_race_is_reported_not_lost(kd_home, tiny_teacher):
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3})
+    nightly.extract(uc, DS, default_warehouse_uri())
+    labelled = nightly.soft_labels(uc, DS)
+    slow = nightly.distill(uc, DS, labelled, "slow")  # reads "no champion" here...
+    run_chain(run_id="fast")  # ...while another run promotes first
+    winner = registry.champion("product_category")["version"]
+    nightly.evaluate(uc, DS, slow, False)
+    outcome = nightly.promote(uc, DS, slow, "slow")
+    assert outcome["outcome"] == "lost_race" and outcome["champion"] == winner
+    assert registry.champion("product_category")["version"] == winner
+    assert registry.promotion_log("product_category")[-1]["outcome"] == "lost_race"
+    assert (registry.registry_dir("product_category") / "versions" / outcome["version"]).exists()
