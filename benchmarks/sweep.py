@@ -23,7 +23,7 @@ from kd_tasks.evaluate import classification_metrics
 
 log = logging.getLogger("bench.sweep")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
-ALPHAS = (0.3, 0.5, 0.7, 0.9, 1.0)
+ALPHAS = (0.5, 0.7, 0.9, 1.0)
 DEFAULT_RUNS = ("fashion_product_styles:subCategory:scarce", "fashion_product_styles:articleType:scarce",
                 "womens_clothing_reviews:Recommended IND:scarce")
 
