@@ -31,7 +31,7 @@ from kd_tasks import lake
 from kd_tasks.config import PRODUCT_CATEGORY, DistillConfig, TeacherTrainConfig, UseCase
 from kd_tasks.data import Window, load_window
 from kd_tasks.distill import train_student
-from kd_tasks.evaluate import agreement, classification_metrics, latency_profile
+from kd_tasks.evaluate import log_softmax, agreement, classification_metrics, latency_profile
 from kd_tasks.soft_labels import generate_soft_labels
 from kd_tasks.teacher import bootstrap_teacher, load_teacher
 
@@ -130,8 +130,7 @@ def _quality(gold: Sequence[str], pred: Sequence[str], positive_proba: np.ndarra
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return np.exp(log_softmax(z))
 
 
 def fit_tfidf_lr(texts: Sequence[str], labels: Sequence[str], val: Window, grid: Sequence[float]) -> Any:

@@ -53,8 +53,9 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
         if not src.exists():
             continue
         extract = pq.read_table(src, columns=[use_case.id_column, use_case.text_column, use_case.label_column])
-        soft = lake.read_partition(lake.soft_label_path(use_case.name, teacher_version, day, home),
-                                   "soft-label", f"run generate_soft_labels for ds={ds} (it labels the whole window)")
+        soft_path = lake.soft_label_path(use_case.name, teacher_version, day, home)
+        soft = lake.read_partition(soft_path, "soft-label",
+                                   f"run generate_soft_labels for ds={ds} (it labels the whole window)")
         ids = extract.column(use_case.id_column).to_pylist()
         soft_ids = soft.column("row_id").to_pylist()
         if soft_ids != ids:
@@ -62,8 +63,7 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
                 f"soft labels for ds={day} have {len(soft_ids)} rows but the extract has {len(ids)} "
                 f"(or a different order); rerun generate_soft_labels for ds={day}"
             )
-        if lake.read_provenance(lake.soft_label_path(use_case.name, teacher_version, day, home)).get(
-                "label_names") != label_names:
+        if lake.read_provenance(soft_path).get("label_names") != label_names:
             raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
         logits = np.asarray(soft.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                             dtype=np.float32).reshape(len(ids), len(label_names))

@@ -35,14 +35,14 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
     }
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
+def log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def agreement(teacher_logits: np.ndarray, student_logits: np.ndarray) -> dict[str, float]:
     """Top-1 agreement and mean KL(teacher || student) at T = 1."""
-    lt, ls = _log_softmax(teacher_logits), _log_softmax(student_logits)
+    lt, ls = log_softmax(teacher_logits), log_softmax(student_logits)
     kl = (np.exp(lt) * (lt - ls)).sum(axis=1)
     return {"top1_agreement": float((lt.argmax(1) == ls.argmax(1)).mean()), "mean_kl": float(kl.mean())}
 
