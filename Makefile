@@ -20,7 +20,7 @@ FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(KD_HOME)/logs
 
-.PHONY: install demo demo-fashion test bench-quality bench-sweep standalone clean-demo
+.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,29 @@ endif
 demo-fashion:
 	$(MAKE) demo DEMO_DATA=fashion KD_HOME=$(CURDIR)/var/fashion
 
+# Purchase intent on the real Taobao log (TAOBAO_FILE, default under KD_DATASETS), in var/intent:
+# load the events, train the tabular teacher, run kd_purchase_intent_nightly for two nights.
+TAOBAO_FILE ?= $(KD_DATASETS)/taobao_userbehavior_sample/UserBehavior_head.csv.gz
+INTENT_DAYS ?= 2017-11-30 2017-12-01
+demo-intent: install
+	@$(MAKE) --no-print-directory _demo-intent KD_HOME=$(CURDIR)/var/intent
+
+_demo-intent:
+	@mkdir -p $(LOGS)
+	@$(BIN)/airflow db migrate > $(LOGS)/airflow-db-migrate.log 2>&1 || (tail -30 $(LOGS)/airflow-db-migrate.log; exit 1)
+	@$(BIN)/python -m kd_tasks.cli load-events --source taobao --file $(TAOBAO_FILE) --replace
+	@if [ ! -f "$(KD_HOME)/teachers/purchase_intent/kd_manifest.json" ]; then \
+		echo "training the purchase_intent teacher (log: $(LOGS)/kd_teacher_bootstrap.log)"; \
+		$(BIN)/airflow dags test kd_teacher_bootstrap $(firstword $(INTENT_DAYS)) -c '{"use_case": "purchase_intent"}' \
+			> $(LOGS)/kd_teacher_bootstrap.log 2>&1 || (tail -40 $(LOGS)/kd_teacher_bootstrap.log; exit 1); \
+	fi
+	@for ds in $(INTENT_DAYS); do \
+		echo "running kd_purchase_intent_nightly for $$ds (log: $(LOGS)/kd_purchase_intent_nightly-$$ds.log)"; \
+		$(BIN)/airflow dags test kd_purchase_intent_nightly $$ds > $(LOGS)/kd_purchase_intent_nightly-$$ds.log 2>&1 \
+			|| (tail -40 $(LOGS)/kd_purchase_intent_nightly-$$ds.log; exit 1); \
+	done
+	@$(BIN)/python -m kd_tasks.cli report --use-case purchase_intent --ds $(lastword $(INTENT_DAYS))
+
 test: install
 	$(BIN)/python -m pytest -q -ra
 
@@ -66,6 +89,11 @@ test: install
 # fashion catalogue and the clothing reviews; writes $(KD_HOME)/bench/quality.json + .md and the README table.
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --update-readme
+
+# Privileged-feature distillation on the real Taobao and Online Retail logs: teacher vs KD student vs
+# no-KD student vs popularity on later days; writes $(KD_HOME)/bench/intent.json.
+bench-intent: install
+	$(BIN)/python -m benchmarks.intent
 
 # T x alpha grid on the validation split (reuses the cached teachers); writes $(KD_HOME)/bench/sweep.json.
 bench-sweep: install

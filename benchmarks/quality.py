@@ -100,7 +100,7 @@ def prepare(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, seed: int = 0,
     else:
         log.info("%s/%s/%s: cached teacher at %s", spec.dataset, spec.label, spec.regime, teacher_dir)
     teacher = load_teacher(teacher_dir)
-    use_case = UseCase(name="bench", extract_sql="-", teacher_sql="-", id_column="row_id", text_column="text",
+    use_case = UseCase(name="bench", extract_sql="-", teacher_sql="-", id_column="row_id", input_columns=("text",),
                        label_column="label", teacher_dir=str(teacher_dir))
     windows = {}
     for name, ds in SPLIT_DS.items():

@@ -1,4 +1,5 @@
-"""Airflow-side helpers shared by the kd_* DAG files: default args, Params, ds and warehouse lookup.
+"""Airflow-side building blocks shared by the kd_* DAG files: default args, Params, ds and warehouse
+lookup, and ``nightly_tasks``, the task chain every nightly distillation DAG wires the same way.
 
 Only light imports here: this module is loaded every time the DAG files are parsed.
 """
@@ -7,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 
-from kd_tasks.config import STUDENT_SIZES, DistillConfig
+from kd_tasks.config import STUDENT_SIZES, get_use_case
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -17,7 +18,6 @@ DEFAULT_ARGS = {
     "retry_delay": dt.timedelta(minutes=5),
     "execution_timeout": dt.timedelta(hours=2),
 }
-_D = DistillConfig()
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: create it with 1-2 slots
 
@@ -32,9 +32,19 @@ def production_model_asset(use_case: str) -> Asset:
     return Asset(name=f"kd_{use_case}_production_model", uri=f"kd://{use_case}/registry/production")
 
 
-def distill_params() -> dict[str, Param]:
-    """Params a person changes by hand on a manual trigger; JSON-schema validated before a run exists."""
-    return {
+def distill_params(use_case: str = "product_category") -> dict[str, Param]:
+    """Params a person changes by hand on a manual trigger; JSON-schema validated before a run exists.
+
+    Defaults come from the use case's declaration; its ``extract_params`` become Params too.
+    """
+    declared = get_use_case(use_case)
+    _D = declared.distill
+    sql_params = {
+        name: Param(value, type="integer" if isinstance(value, int) else "number", minimum=1,
+                    description=f"Bound into sql/{declared.extract_sql} as :{name} (see the README).")
+        for name, value in declared.extract_params.items()
+    }
+    return {**sql_params,
         "temperature": Param(_D.temperature, type="number", exclusiveMinimum=0, maximum=20,
                              description="Distillation temperature T (softens teacher and student)."),
         "alpha": Param(_D.alpha, type="number", minimum=0, maximum=1,
@@ -95,3 +105,95 @@ def warehouse_uri(context: dict[str, Any]) -> str:
     from kd_tasks.config import default_warehouse_uri
 
     return default_warehouse_uri()
+
+
+def nightly_tasks(use_case: str, extract_task_id: str) -> None:
+    """The nightly chain inside a ``@dag``: extract -> soft labels -> distill -> evaluate -> gate ->
+    promote | record candidate | hold -> report. Every task is a few lines around ``kd_tasks.nightly``;
+    only the use case's name (and the extract task's id) differ between DAGs."""
+    soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
+
+    def resolved(context):
+        from kd_tasks.nightly import resolve_use_case
+
+        return resolve_use_case(use_case, context["params"])
+
+    @task(task_id=extract_task_id)
+    def extract_rows(**context) -> dict:
+        from kd_tasks.extract import EmptyPartitionError
+        from kd_tasks.nightly import extract
+
+        try:
+            return extract(resolved(context), run_ds(context), warehouse_uri(context))
+        except EmptyPartitionError as exc:
+            if context["params"]["on_empty"] != "skip":
+                raise
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(str(exc)) from exc
+
+    @task(pool=HEAVY_POOL, outlets=[soft_labels_out], execution_timeout=dt.timedelta(hours=4))
+    def generate_soft_labels(extracted: dict, **context) -> dict:
+        from kd_tasks.nightly import soft_labels
+
+        result = soft_labels(resolved(context), run_ds(context))
+        context["outlet_events"][soft_labels_out].extra = {
+            "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
+        return result
+
+    @task(pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4))
+    def distill_student(labelled: dict, **context) -> dict:
+        from kd_tasks.nightly import distill
+
+        return distill(resolved(context), run_ds(context), labelled, context["run_id"])
+
+    @task(pool=HEAVY_POOL)
+    def evaluate_student(distilled: dict, **context) -> dict:
+        from kd_tasks.nightly import evaluate
+
+        p = context["params"]
+        return evaluate(resolved(context), run_ds(context), distilled, p["dry_run"],
+                        is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
+                        force_promote=p["force_promote"], force_reason=p["force_reason"])
+
+    @task.branch
+    def gate_student(evaluated: dict) -> str:
+        return {"promote": "promote_student", "candidate": "record_candidate"}.get(evaluated["action"],
+                                                                                   "hold_student")
+
+    @task(outlets=[production_out])
+    def promote_student(distilled: dict, evaluated: dict, **context) -> dict:
+        from kd_tasks.nightly import promote
+
+        outcome = promote(resolved(context), run_ds(context), distilled, context["run_id"],
+                          reason=evaluated["action_reason"])
+        if outcome["outcome"] == "promoted":
+            context["outlet_events"][production_out].extra = {
+                "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
+                "teacher_version": distilled["teacher_version"]}
+        return outcome
+
+    @task
+    def record_candidate(distilled: dict, evaluated: dict, **context) -> dict:
+        from kd_tasks.nightly import record_candidate
+
+        return record_candidate(resolved(context), run_ds(context), distilled, context["run_id"],
+                                evaluated["action_reason"])
+
+    @task
+    def hold_student(evaluated: dict, **context) -> dict:
+        from kd_tasks.nightly import hold
+
+        return hold(resolved(context), evaluated)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def write_report(evaluated: dict, **context) -> str:
+        from kd_tasks.nightly import write_report
+
+        return write_report(resolved(context), run_ds(context), context["run_id"], evaluated["run_dir"])
+
+    distilled = distill_student(generate_soft_labels(extract_rows()))
+    evaluated = evaluate_student(distilled)
+    outcomes = [promote_student(distilled, evaluated), record_candidate(distilled, evaluated),
+                hold_student(evaluated)]
+    gate_student(evaluated) >> outcomes >> write_report(evaluated)

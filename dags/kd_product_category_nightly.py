@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag
 
-from kd_common import (DEFAULT_ARGS, HEAVY_POOL, distill_params, is_backfill, production_model_asset, run_ds,
-                       soft_labels_asset, warehouse_uri)
+from kd_common import DEFAULT_ARGS, distill_params, nightly_tasks
 
 USE_CASE = "product_category"
-SOFT_LABELS = soft_labels_asset(USE_CASE)
-PRODUCTION_MODEL = production_model_asset(USE_CASE)
-
-
-def _use_case(context):
-    from kd_tasks.nightly import resolve_use_case
-
-    return resolve_use_case(USE_CASE, context["params"])
 
 
 @dag(
@@ -34,90 +25,12 @@ def _use_case(context):
     catchup=False,
     max_active_runs=1,  # runs depend on earlier dates (training window, warm start): one at a time, in order
     default_args=DEFAULT_ARGS,
-    params=distill_params(),
-    tags=["kd", "product_category", "nightly"],
+    params=distill_params(USE_CASE),
+    tags=["kd", USE_CASE, "nightly"],
     doc_md=__doc__,
 )
 def kd_product_category_nightly():
-    @task
-    def extract_products(**context) -> dict:
-        from kd_tasks.extract import EmptyPartitionError
-        from kd_tasks.nightly import extract
-
-        try:
-            return extract(_use_case(context), run_ds(context), warehouse_uri(context))
-        except EmptyPartitionError as exc:
-            if context["params"]["on_empty"] != "skip":
-                raise
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(str(exc)) from exc
-
-    @task(pool=HEAVY_POOL, outlets=[SOFT_LABELS], execution_timeout=dt.timedelta(hours=4))
-    def generate_soft_labels(extracted: dict, **context) -> dict:
-        from kd_tasks.nightly import soft_labels
-
-        result = soft_labels(_use_case(context), run_ds(context))
-        context["outlet_events"][SOFT_LABELS].extra = {
-            "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
-        return result
-
-    @task(pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4))
-    def distill_student(labelled: dict, **context) -> dict:
-        from kd_tasks.nightly import distill
-
-        return distill(_use_case(context), run_ds(context), labelled, context["run_id"])
-
-    @task(pool=HEAVY_POOL)
-    def evaluate_student(distilled: dict, **context) -> dict:
-        from kd_tasks.nightly import evaluate
-
-        p = context["params"]
-        return evaluate(_use_case(context), run_ds(context), distilled, p["dry_run"],
-                        is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
-                        force_promote=p["force_promote"], force_reason=p["force_reason"])
-
-    @task.branch
-    def gate_student(evaluated: dict) -> str:
-        return {"promote": "promote_student", "candidate": "record_candidate"}.get(evaluated["action"],
-                                                                                   "hold_student")
-
-    @task(outlets=[PRODUCTION_MODEL])
-    def promote_student(distilled: dict, evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import promote
-
-        outcome = promote(_use_case(context), run_ds(context), distilled, context["run_id"],
-                          reason=evaluated["action_reason"])
-        if outcome["outcome"] == "promoted":
-            context["outlet_events"][PRODUCTION_MODEL].extra = {
-                "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
-                "teacher_version": distilled["teacher_version"]}
-        return outcome
-
-    @task
-    def record_candidate(distilled: dict, evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import record_candidate
-
-        return record_candidate(_use_case(context), run_ds(context), distilled, context["run_id"],
-                                evaluated["action_reason"])
-
-    @task
-    def hold_student(evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import hold
-
-        return hold(_use_case(context), evaluated)
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def write_report(evaluated: dict, **context) -> str:
-        from kd_tasks.nightly import write_report
-
-        return write_report(_use_case(context), run_ds(context), context["run_id"], evaluated["run_dir"])
-
-    distilled = distill_student(generate_soft_labels(extract_products()))
-    evaluated = evaluate_student(distilled)
-    outcomes = [promote_student(distilled, evaluated), record_candidate(distilled, evaluated),
-                hold_student(evaluated)]
-    gate_student(evaluated) >> outcomes >> write_report(evaluated)
+    nightly_tasks(USE_CASE, extract_task_id="extract_products")
 
 
 kd_product_category_nightly()

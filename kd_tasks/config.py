@@ -22,6 +22,12 @@ STUDENT_SIZES = {
 }
 
 
+TASKS = ("multiclass", "binary")  # multiclass: softmax over label names; binary: one logit of the positive label
+QUALITY_METRICS = {"macro_f1": "multiclass", "accuracy": "multiclass", "auc": "binary", "pr_auc": "binary"}
+STUDENT_FAMILIES = ("hashed_ngram_mlp", "tabular_mlp")  # text in, or a matrix of feature columns in
+TEACHER_FAMILIES = ("hf_sequence_classifier", "tabular_mlp")
+
+
 class ConfigError(ValueError):
     """A configuration value is unknown or out of range."""
 
@@ -94,8 +100,11 @@ class GateConfig:
     max_student_bytes: int = 50_000_000  # size budget of the student on disk
     max_student_p50_ms_b1: float = 5.0  # latency budget: CPU p50 at batch 1, milliseconds
     min_eval_rows: int = 30  # fewer held-out gold rows than this cannot justify a promotion
+    metric: str = "macro_f1"  # quality metric of retention and regression: one of QUALITY_METRICS
 
     def __post_init__(self):
+        if self.metric not in QUALITY_METRICS:
+            raise ConfigError(f"gate metric {self.metric!r} is unknown; choose one of {sorted(QUALITY_METRICS)}")
         if not 0.0 < self.min_teacher_retention <= 1.5:
             raise ConfigError(f"min_teacher_retention must be in (0, 1.5], got {self.min_teacher_retention}")
         if self.max_champion_regression < 0:
@@ -123,15 +132,21 @@ class TeacherTrainConfig:
 
 @dataclass(frozen=True)
 class UseCase:
-    """A use case is a declaration: SQL, columns, label set source, teacher, student family, gate."""
+    """A use case is a declaration: SQL, columns, task, teacher and student families, configs, gate."""
 
     name: str  # used in every path: lake/<name>/..., registry/<name>/...
-    extract_sql: str  # file under sql/ that returns one row per item in the window
+    extract_sql: str  # file under sql/ that returns one row per example in the window
     id_column: str  # stable row id
-    text_column: str  # model input
+    input_columns: tuple[str, ...]  # serving-time inputs of the student (text: one column)
     label_column: str  # gold label; NULL where no human label exists
-    teacher_sql: str  # file under sql/ returning the gold-labelled rows a teacher is fine-tuned on
-    teacher_dir: str = ""  # local Hugging Face directory; default: KD_HOME/teachers/<name>
+    teacher_sql: str  # file under sql/ returning the gold-labelled rows a teacher is trained on
+    task: str = "multiclass"  # one of TASKS: picks the loss and the metrics
+    privileged_columns: tuple[str, ...] = ()  # teacher-only inputs, known after the fact (never served)
+    student_family: str = "hashed_ngram_mlp"  # one of STUDENT_FAMILIES
+    teacher_family: str = "hf_sequence_classifier"  # one of TEACHER_FAMILIES
+    extract_params: Mapping[str, Any] = field(default_factory=dict)  # extra values bound into both SQL files
+    teacher_dir: str = ""  # local teacher directory; default: KD_HOME/teachers/<name>
+    teacher_lookback_days: int = 0  # teacher data: rows of ds-lookback+1 .. ds; 0 = all history up to ds
     holdout_percent: int = 20  # rows whose id hashes below this percentage are never trained on
     extract_lookback_days: int = 1  # extract window: ds-extract_lookback_days+1 .. ds
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -139,10 +154,38 @@ class UseCase:
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
 
     def __post_init__(self):
+        object.__setattr__(self, "input_columns", tuple(self.input_columns))
+        object.__setattr__(self, "privileged_columns", tuple(self.privileged_columns))
         if not 0 < self.holdout_percent < 100:
             raise ConfigError(f"holdout_percent must be in (0, 100), got {self.holdout_percent}")
         if self.extract_lookback_days < 1:
             raise ConfigError(f"extract_lookback_days must be >= 1, got {self.extract_lookback_days}")
+        if self.teacher_lookback_days < 0:
+            raise ConfigError(f"teacher_lookback_days must be >= 0 (0 = all history), got {self.teacher_lookback_days}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is unknown; choose one of {list(TASKS)}")
+        if self.student_family not in STUDENT_FAMILIES:
+            raise ConfigError(f"student_family {self.student_family!r} is unknown; choose one of {list(STUDENT_FAMILIES)}")
+        if self.teacher_family not in TEACHER_FAMILIES:
+            raise ConfigError(f"teacher_family {self.teacher_family!r} is unknown; choose one of {list(TEACHER_FAMILIES)}")
+        if not self.input_columns:
+            raise ConfigError(f"use case {self.name!r} declares no input_columns")
+        if self.student_family == "hashed_ngram_mlp" and len(self.input_columns) != 1:
+            raise ConfigError(f"a text student reads one column, got input_columns={list(self.input_columns)}")
+        if QUALITY_METRICS[self.gate.metric] != self.task:
+            raise ConfigError(f"gate metric {self.gate.metric!r} is for {QUALITY_METRICS[self.gate.metric]} tasks but "
+                              f"use case {self.name!r} is {self.task}; pick one of "
+                              f"{sorted(m for m, t in QUALITY_METRICS.items() if t == self.task)}")
+
+    @property
+    def text_column(self) -> str:
+        """The single input column of a text use case."""
+        return self.input_columns[0]
+
+    @property
+    def teacher_columns(self) -> tuple[str, ...]:
+        """What the teacher reads: the serving-time inputs plus the privileged ones."""
+        return self.input_columns + tuple(c for c in self.privileged_columns if c not in self.input_columns)
 
     def resolved_teacher_dir(self) -> Path:
         return Path(self.teacher_dir) if self.teacher_dir else kd_home() / "teachers" / self.name
@@ -156,6 +199,11 @@ class UseCase:
         unknown = sorted(set(top) - known)
         if unknown:
             raise ConfigError(f"UseCase got unknown key(s) {unknown}; known keys are {sorted(known)}")
+        if "extract_params" in top:
+            extra = sorted(set(top["extract_params"]) - set(self.extract_params))
+            if extra:
+                raise ConfigError(f"{self.name} has no extract params {extra}; known: {sorted(self.extract_params)}")
+            top["extract_params"] = {**self.extract_params, **top["extract_params"]}
         return dataclasses.replace(self, distill=new_distill, gate=new_gate, **top)
 
 
@@ -163,12 +211,43 @@ PRODUCT_CATEGORY = UseCase(
     name="product_category",
     extract_sql="product_category/extract_products.sql",
     id_column="product_id",
-    text_column="title",
+    input_columns=("title",),
     label_column="category",
     teacher_sql="product_category/gold_products.sql",
 )
 
-USE_CASES = {PRODUCT_CATEGORY.name: PRODUCT_CATEGORY}
+# Serving-time features of sql/purchase_intent/extract_candidates.sql: events strictly before the cutoff.
+INTENT_SERVING = (
+    "ui_pv_7d", "ui_cart_7d", "ui_fav_7d", "ui_buy_7d", "ui_buy_28d", "ui_events_1d", "ui_events_28d",
+    "ui_recency_days", "u_events_1d", "u_events_7d", "u_buy_7d", "u_buy_28d", "u_items_28d", "u_active_days_28d",
+    "u_recency_days", "i_events_1d", "i_events_7d", "i_buy_7d", "i_buy_28d", "i_users_28d", "c_events_7d",
+    "c_buy_28d", "uc_events_7d", "uc_buy_28d",
+)
+# Privileged features: the label window's other behaviour, known only after the fact (teacher only).
+INTENT_PRIVILEGED = ("ui_pv_after", "ui_cart_after", "ui_fav_after", "u_browse_after", "u_buy_other_after",
+                     "u_items_after", "i_buy_other_after", "i_users_after")
+
+PURCHASE_INTENT = UseCase(
+    name="purchase_intent",
+    task="binary",
+    extract_sql="purchase_intent/extract_candidates.sql",
+    teacher_sql="purchase_intent/extract_candidates.sql",
+    id_column="candidate_id",
+    input_columns=INTENT_SERVING,
+    privileged_columns=INTENT_PRIVILEGED,
+    label_column="bought",
+    student_family="tabular_mlp",
+    teacher_family="tabular_mlp",
+    # label_horizon_days: the label window (days from the cutoff); candidate_days: recent-interest window.
+    extract_params={"label_horizon_days": 1, "candidate_days": 3},
+    teacher_lookback_days=7,
+    distill=DistillConfig(temperature=2.0, alpha=0.5, epochs=6, learning_rate=3e-3, batch_size=512,
+                          student_size="base", lookback_days=7),
+    gate=GateConfig(metric="auc", min_teacher_retention=0.75, max_champion_regression=0.01),
+    teacher_train=TeacherTrainConfig(epochs=10, learning_rate=1e-3, batch_size=256, max_rows=400_000),
+)
+
+USE_CASES = {u.name: u for u in (PRODUCT_CATEGORY, PURCHASE_INTENT)}
 
 
 def get_use_case(name: str) -> UseCase:

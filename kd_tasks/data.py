@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import lake
 from .config import UseCase
+from .families import student_inputs, take, teacher_inputs
 from .soft_labels import check_finite, label_names_of
 
 
@@ -24,35 +27,49 @@ def is_holdout(row_id: str, percent: int) -> bool:
 @dataclass
 class Window:
     ids: list[str]
-    texts: list[str]
-    gold: list[str | None]
-    teacher_logits: np.ndarray  # (n, n_labels) raw logits
+    inputs: Any  # student (serving-time) inputs: list of texts, or a float matrix of feature columns
+    gold: list[Any]  # gold label per row (a label name, or 0/1 for binary tasks); None where unknown
+    teacher_logits: np.ndarray  # (n, n_outputs) raw logits
     label_names: list[str]
     holdout: np.ndarray  # bool mask
     days: list[str]  # the partitions that contributed
+    task: str = "multiclass"
+    teacher_inputs: Any = None  # serving + privileged inputs (the teacher's); None when not loaded
+
+    @property
+    def texts(self) -> Any:
+        """The inputs of a text use case (one title or review per row)."""
+        return self.inputs
 
     def subset(self, mask: np.ndarray) -> "Window":
         idx = np.flatnonzero(mask)
-        return Window([self.ids[i] for i in idx], [self.texts[i] for i in idx], [self.gold[i] for i in idx],
-                      self.teacher_logits[idx], self.label_names, self.holdout[idx], self.days)
+        return Window([self.ids[i] for i in idx], take(self.inputs, idx), [self.gold[i] for i in idx],
+                      self.teacher_logits[idx], self.label_names, self.holdout[idx], self.days, self.task,
+                      None if self.teacher_inputs is None else take(self.teacher_inputs, idx))
 
     def gold_index(self) -> np.ndarray:
-        """Gold label index per row; -1 where the row has no gold label or one the teacher does not know."""
+        """Gold target per row: the label's index (multiclass) or 0/1 (binary); -1 where the row has no
+        gold label or one the teacher does not know."""
+        if self.task == "binary":
+            return np.array([int(g) if g is not None and int(g) in (0, 1) else -1 for g in self.gold],
+                            dtype=np.int64)
         pos = {n: i for i, n in enumerate(self.label_names)}
         return np.array([pos.get(g, -1) if g is not None else -1 for g in self.gold], dtype=np.int64)
 
 
 def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days: int,
-                home: Path | None = None) -> Window:
+                home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
     """Rows of the extract partitions ds-lookback+1..ds with their soft labels, newest copy of each id."""
     label_names = label_names_of(use_case, teacher_version, ds, home)
-    rows: dict[str, tuple[str, str | None, np.ndarray]] = {}
+    parts = []
     days = []
     for day in lake.window_days(ds, lookback_days):
         src = lake.extract_path(use_case.name, day, home)
         if not src.exists():
             continue
-        extract = pq.read_table(src, columns=[use_case.id_column, use_case.text_column, use_case.label_column])
+        columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
+                                      *(use_case.teacher_columns if with_teacher_inputs else ())]))
+        extract = pq.read_table(src, columns=columns)
         soft_path = lake.soft_label_path(use_case.name, teacher_version, day, home)
         soft = lake.read_partition(soft_path, "soft-label",
                                    f"run generate_soft_labels for ds={ds} (it labels the whole window)")
@@ -65,22 +82,36 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
             )
         if lake.read_provenance(soft_path).get("label_names") != label_names:
             raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
+        width = soft.schema.field("logits").type.list_size
         logits = np.asarray(soft.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                            dtype=np.float32).reshape(len(ids), len(label_names))
+                            dtype=np.float32).reshape(len(ids), width)
         check_finite(logits, f"soft labels {day} (teacher {teacher_version})",
                      f"delete that partition and rerun generate_soft_labels for ds={day}")
-        texts = extract.column(use_case.text_column).to_pylist()
-        gold = extract.column(use_case.label_column).to_pylist()
-        for i, rid in enumerate(ids):
-            rows[rid] = (texts[i], gold[i], logits[i])  # later days overwrite earlier copies
+        parts.append((extract, ids, logits))
         days.append(day)
-    ids = sorted(rows)
+    # Later days overwrite earlier copies of the same id; rows come out sorted by id.
+    newest: dict[str, tuple[int, int]] = {}
+    for p, (_, ids, _) in enumerate(parts):
+        for i, rid in enumerate(ids):
+            newest[rid] = (p, i)
+    order = sorted(newest)
+    width = parts[0][2].shape[1] if parts else max(len(label_names), 1)
+    if not order:
+        return Window([], [], [], np.zeros((0, width), np.float32), label_names, np.zeros(0, bool), days,
+                      use_case.task, [] if with_teacher_inputs else None)
+    tables = pa.concat_tables([t for t, _, _ in parts], promote_options="permissive")
+    offsets = np.cumsum([0] + [len(ids) for _, ids, _ in parts])
+    rows = np.array([offsets[newest[r][0]] + newest[r][1] for r in order], dtype=np.int64)
+    table = tables.take(pa.array(rows))
+    logits = np.concatenate([lg for _, _, lg in parts])[rows]
     return Window(
-        ids=ids,
-        texts=[rows[i][0] for i in ids],
-        gold=[rows[i][1] for i in ids],
-        teacher_logits=np.stack([rows[i][2] for i in ids]) if ids else np.zeros((0, len(label_names)), np.float32),
+        ids=order,
+        inputs=student_inputs(use_case, table),
+        gold=table.column(use_case.label_column).to_pylist(),
+        teacher_logits=logits,
         label_names=label_names,
-        holdout=np.array([is_holdout(i, use_case.holdout_percent) for i in ids], dtype=bool),
+        holdout=np.array([is_holdout(i, use_case.holdout_percent) for i in order], dtype=bool),
         days=days,
+        task=use_case.task,
+        teacher_inputs=teacher_inputs(use_case, table) if with_teacher_inputs else None,
     )

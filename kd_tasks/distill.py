@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,20 +18,22 @@ import torch
 from . import registry
 from .config import DistillConfig, UseCase
 from .data import Window, load_window
-from .losses import NO_LABEL, kd_loss
-from .student import Student, batch_inputs
+from .families import load_student, new_student, student_class
+from .losses import LOSSES, NO_LABEL
 from .teacher import content_version
 
 log = logging.getLogger(__name__)
 
 
-def train_student(window: Window, config: DistillConfig, init: Student | None = None,
-                  log_prefix: str = "student") -> Student:
-    """Fit a student on ``window`` (every row gets the KD term, gold rows also the CE term)."""
+def train_student(window: Window, config: DistillConfig, init: Any = None, log_prefix: str = "student",
+                  family: str = "hashed_ngram_mlp", feature_names: Sequence[str] = ()) -> Any:
+    """Fit a student of ``family`` on ``window``: every row gets the KD term, gold rows also the
+    supervised term (the task's loss from ``LOSSES``). ``init`` is a compatible student to start from."""
     torch.manual_seed(config.seed)
-    student = Student(window.label_names, config.student_size)
+    student = student_class(family).create(window.label_names, config.student_size, window.inputs, feature_names)
     if init is not None:
         student.net.load_state_dict(init.net.state_dict())
+    loss_fn = LOSSES[window.task]
     gold = torch.from_numpy(window.gold_index())
     rows = np.arange(len(window.ids)) if config.alpha > 0 else np.flatnonzero(window.gold_index() != NO_LABEL)
     if len(rows) == 0:
@@ -40,8 +42,7 @@ def train_student(window: Window, config: DistillConfig, init: Student | None = 
             f"{'soft labels' if config.alpha > 0 else 'gold labels'}); load more data or widen lookback_days"
         )
     teacher = torch.from_numpy(window.teacher_logits)
-    # Featurise once: the hashing is the expensive part of a step.
-    feats = [batch_inputs([t], student.n_buckets)[0] for t in window.texts]
+    prepared = student.prepare(window.inputs)
     opt = torch.optim.AdamW(student.net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
@@ -51,10 +52,8 @@ def train_student(window: Window, config: DistillConfig, init: Student | None = 
         total, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
-            pieces = [feats[i] for i in idx.tolist()]
-            offsets = torch.tensor([0] + [len(p) for p in pieces[:-1]]).cumsum(0)
-            z_s = student.net(torch.cat(pieces), offsets)
-            loss = kd_loss(z_s, teacher[idx], gold[idx], config.temperature, config.alpha)
+            z_s = student.forward_rows(prepared, idx)
+            loss = loss_fn(z_s, teacher[idx], gold[idx], config.temperature, config.alpha)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -84,15 +83,17 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: s
     init, warm_from = None, None
     champ = registry.champion(use_case.name, home)
     if cfg.warm_start and champ is not None:
-        candidate = Student.load(champ["path"])
-        if candidate.compatible_with(Student(train.label_names, cfg.student_size)):
+        candidate = load_student(champ["path"])
+        if candidate.compatible_with(new_student(use_case, train.label_names, cfg.student_size, train.inputs)):
             init, warm_from = candidate, champ["version"]
             log.info("warm start from champion %s", warm_from)
         else:
-            log.info("champion %s has another label set or size; training from scratch", champ["version"])
+            log.info("champion %s has another family, label set, size or features; training from scratch",
+                     champ["version"])
 
-    student = train_student(train, cfg, init, "student_kd")
-    baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard")
+    family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
+    student = train_student(train, cfg, init, "student_kd", **family)
+    baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard", **family)
 
     out = {}
     for name, model in (("student", student), ("baseline", baseline)):

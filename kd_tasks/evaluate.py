@@ -17,7 +17,7 @@ import numpy as np
 from . import registry
 from .config import UseCase
 from .data import load_window
-from .student import Student
+from .families import load_student, take
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,63 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
     }
 
 
+def binary_metrics(gold: Sequence[int], logits: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC (average precision), log-loss and expected calibration error of one logit per row.
+
+    ECE: rows are put in ``bins`` equal-width probability bins; the mean |mean(p) - mean(y)| over bins,
+    weighted by each bin's share of rows. AUC and PR-AUC are None when ``gold`` has a single class.
+    """
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    y = np.asarray(gold, dtype=np.int64)
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64).reshape(-1)))
+    both = len(np.unique(y)) == 2
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    ece = sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    return {
+        "auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        "logloss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None,
+        "ece": float(ece) if len(y) else None,
+        "positives": int(y.sum()), "positive_rate": float(y.mean()) if len(y) else None,
+    }
+
+
+def quality_metrics(task: str, label_names: Sequence[str], gold: Sequence[Any], logits: np.ndarray) -> dict[str, Any]:
+    """The task's metrics of ``logits`` against ``gold`` (label names, or 0/1 for binary tasks)."""
+    if task == "binary":
+        return binary_metrics([int(g) for g in gold], logits)
+    if not len(gold):
+        return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
+    return classification_metrics([str(g) for g in gold], _predict_names(label_names, logits))
+
+
 def log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def agreement(teacher_logits: np.ndarray, student_logits: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement and mean KL(teacher || student) at T = 1."""
+    """Top-1 agreement and mean KL(teacher || student) at T = 1.
+
+    One logit per row (binary) is read as the two-class logits [0, z]: agreement is then the share of
+    rows where both sides are on the same side of p = 0.5, and KL the Bernoulli KL.
+    """
+    if teacher_logits.shape[1] == 1:
+        teacher_logits = np.concatenate([np.zeros_like(teacher_logits), teacher_logits], axis=1)
+        student_logits = np.concatenate([np.zeros_like(student_logits), student_logits], axis=1)
     lt, ls = log_softmax(teacher_logits), log_softmax(student_logits)
     kl = (np.exp(lt) * (lt - ls)).sum(axis=1)
     return {"top1_agreement": float((lt.argmax(1) == ls.argmax(1)).mean()), "mean_kl": float(kl.mean())}
 
 
-def latency(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], batch_size: int,
+def latency(predict: Callable[[Any], Any], inputs: Any, batch_size: int,
             repeats: int, warmup: int = 3) -> dict[str, float]:
-    """p50 / p95 wall-clock milliseconds of ``predict`` on batches of ``batch_size`` texts."""
+    """p50 / p95 wall-clock milliseconds of ``predict`` on batches of ``batch_size`` rows (texts or feature
+    rows; preprocessing inside ``predict`` is part of the time)."""
     rng = np.random.default_rng(0)
-    batches = [[texts[i] for i in rng.integers(0, len(texts), batch_size)] for _ in range(warmup + repeats)]
+    batches = [take(inputs, rng.integers(0, len(inputs), batch_size)) for _ in range(warmup + repeats)]
     for b in batches[:warmup]:
         predict(b)
     times = []
@@ -62,7 +102,7 @@ def latency(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], batch
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
-def latency_profile(predict: Callable[[Sequence[str]], Any], texts: Sequence[str],
+def latency_profile(predict: Callable[[Any], Any], texts: Any,
                     repeats_b1: int = 50, repeats_b64: int = 10) -> dict[str, float]:
     b1 = latency(predict, texts, 1, repeats_b1)
     b64 = latency(predict, texts, 64, repeats_b64)
@@ -86,52 +126,48 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: 
     from .teacher import load_teacher
 
     run_dir = Path(run_dir)
-    window = load_window(use_case, ds, teacher_version, use_case.distill.lookback_days, home)
+    window = load_window(use_case, ds, teacher_version, use_case.distill.lookback_days, home,
+                         with_teacher_inputs=measure_latency)
     held = window.subset(window.holdout & np.array([g is not None for g in window.gold], dtype=bool))
-    gold = [str(g) for g in held.gold]
-    log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(gold),
+    log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(held.ids),
              window.days[0] if window.days else ds, ds)
 
-    models: dict[str, dict[str, Any]] = {}
-    teacher_logits = held.teacher_logits
-    models["teacher"] = {"version": teacher_version}
-    students = {"student": Student.load(run_dir / "student"), "baseline": Student.load(run_dir / "baseline")}
-    champ = None
+    models: dict[str, dict[str, Any]] = {"teacher": {"version": teacher_version}}
+    students = {"student": load_student(run_dir / "student"), "baseline": load_student(run_dir / "baseline")}
+    champ_path = None
     if champion_version is not None:
-        champ = {"version": champion_version,
-                 "path": str(registry.registry_dir(use_case.name, home) / "versions" / champion_version)}
-    if champ is not None:
-        students["champion"] = Student.load(champ["path"])
-        models["champion"] = {"version": champ["version"]}
+        champ_path = registry.registry_dir(use_case.name, home) / "versions" / champion_version
+        students["champion"] = load_student(champ_path)
+        models["champion"] = {"version": champion_version}
     for name in students:
         models.setdefault(name, {})
 
-    logits = {"teacher": teacher_logits, **{n: s.logits(held.texts) for n, s in students.items()}}
+    logits = {"teacher": held.teacher_logits, **{n: s.logits(held.inputs) for n, s in students.items()}}
     for name, z in logits.items():
         label_names = window.label_names if name == "teacher" else students[name].label_names
-        models[name].update(classification_metrics(gold, _predict_names(label_names, z)) if gold else
-                            {"accuracy": None, "macro_f1": None, "per_class_recall": {}})
+        models[name].update(quality_metrics(use_case.task, label_names, held.gold, z))
         if name != "teacher" and students[name].label_names == window.label_names and len(z):
-            models[name].update(agreement(teacher_logits, z))
+            models[name].update(agreement(held.teacher_logits, z))
 
     teacher = load_teacher(use_case.resolved_teacher_dir())
     models["teacher"].update({"params": teacher.num_parameters(), "bytes": teacher.bytes_on_disk()})
     for name, s in students.items():
-        d = run_dir / name if name != "champion" else Path(champ["path"])
-        models[name].update({"params": s.num_parameters(), "bytes": Student.bytes_on_disk(d)})
-    if measure_latency:
-        sample = window.texts[:512] or ["empty"]
-        models["teacher"].update(latency_profile(lambda b: teacher.logits(b, batch_size=64), sample))
+        d = run_dir / name if name != "champion" else champ_path
+        models[name].update({"params": s.num_parameters(), "bytes": s.bytes_on_disk(d)})
+    if measure_latency and len(window.ids):
+        n = min(512, len(window.ids))
+        sample, teacher_sample = take(window.inputs, np.arange(n)), take(window.teacher_inputs, np.arange(n))
+        models["teacher"].update(latency_profile(lambda b: teacher.logits(b, batch_size=64), teacher_sample))
         models["student"].update(latency_profile(students["student"].logits, sample))
         log.info("latency p50 b1: teacher %.2f ms, student %.3f ms", models["teacher"]["p50_ms_b1"],
                  models["student"]["p50_ms_b1"])
-    report = {"use_case": use_case.name, "ds": ds, "eval_rows": len(gold), "window": window.days,
-              "teacher_version": teacher_version, "champion_version": champ["version"] if champ else None,
-              "models": models}
+    report = {"use_case": use_case.name, "ds": ds, "task": use_case.task, "metric": use_case.gate.metric,
+              "eval_rows": len(held.ids), "window": window.days, "teacher_version": teacher_version,
+              "champion_version": champion_version, "models": models}
     (run_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    metric = use_case.gate.metric
     for name, m in models.items():
-        log.info("%-9s accuracy %s macro-F1 %s params %s", name, _fmt(m.get("accuracy")),
-                 _fmt(m.get("macro_f1")), m.get("params"))
+        log.info("%-9s %s %s params %s", name, metric, _fmt(m.get(metric)), m.get("params"))
     return report
 
 

@@ -52,6 +52,9 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
     import torch
     from torch.export import Dim, export
 
+    if use_case.student_family != Student.family:
+        raise ValueError(f"export supports {Student.family} students; {use_case.name} serves "
+                         f"{use_case.student_family} models from the registry directory as they are")
     if version is None:
         champ = registry.champion(use_case.name, home)
         if champ is None:

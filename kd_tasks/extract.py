@@ -24,6 +24,14 @@ def extract_window(use_case: UseCase, ds: str) -> tuple[str, str]:
     return start.isoformat(), end.isoformat()
 
 
+def sql_params(use_case: UseCase, start_ds: str, end_ds: str) -> dict[str, Any]:
+    """Values bound into a use case's SQL: the window as dates and as day numbers (days since
+    1970-01-01, for portable date arithmetic), plus the use case's ``extract_params``."""
+    epoch = dt.date(1970, 1, 1)
+    return {"start_ds": start_ds, "end_ds": end_ds, "start_day": (lake.parse_ds(start_ds) - epoch).days,
+            "end_day": (lake.parse_ds(end_ds) - epoch).days, **use_case.extract_params}
+
+
 def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,
                       home: Path | None = None) -> dict[str, Any]:
     """Query the window ending at ``ds`` and write ``lake/<use_case>/extract/ds=<ds>``.
@@ -32,9 +40,8 @@ def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,
     nothing) when the window is empty, so no empty partition or empty model can follow from it.
     """
     start_ds, end_ds = extract_window(use_case, ds)
-    table = warehouse.query_table(warehouse_uri, use_case.extract_sql,
-                                  {"start_ds": start_ds, "end_ds": end_ds})
-    required = [use_case.id_column, use_case.text_column, use_case.label_column]
+    table = warehouse.query_table(warehouse_uri, use_case.extract_sql, sql_params(use_case, start_ds, end_ds))
+    required = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.teacher_columns]))
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise ValueError(
@@ -57,7 +64,7 @@ def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,
     provenance = {
         "use_case": use_case.name, "ds": ds, "window": [start_ds, end_ds],
         "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
-        "rows": table.num_rows, "labelled": labelled,
+        "sql_params": dict(use_case.extract_params), "rows": table.num_rows, "labelled": labelled,
     }
     path = lake.write_partition(table, lake.extract_path(use_case.name, ds, home), provenance)
     log.info("extracted %d rows (%d with gold labels) for ds=%s window %s..%s -> %s",

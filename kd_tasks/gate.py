@@ -3,12 +3,13 @@
 Checks, each recorded with its value and threshold:
 
 - ``eval_rows``: enough gold-labelled held-out rows to judge at all;
-- ``teacher_retention``: student macro-F1 >= min_teacher_retention x teacher macro-F1;
-- ``champion_regression``: student macro-F1 >= champion macro-F1 - max_champion_regression
+- ``teacher_retention``: student metric >= min_teacher_retention x teacher metric;
+- ``champion_regression``: student metric >= champion metric - max_champion_regression
   (passes by definition on the first run, when there is no champion);
 - ``size_budget``: student bytes on disk <= max_student_bytes;
 - ``latency_budget``: student CPU p50 at batch 1 <= max_student_p50_ms_b1.
 
+The metric is ``gate.metric`` (macro-F1 for a multiclass use case, ROC-AUC for a binary one).
 The decision is ``promote`` when every check passes, else ``hold``. ``dry_run`` evaluates the same
 checks but always holds.
 """
@@ -29,21 +30,22 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
     checks = [_check("eval_rows", report["eval_rows"] >= gate.min_eval_rows, report["eval_rows"],
                      gate.min_eval_rows, "gold-labelled held-out rows >= min_eval_rows")]
     enough = checks[0]["passed"]
-    s_f1, t_f1 = student.get("macro_f1"), teacher.get("macro_f1")
+    metric = gate.metric
+    s_f1, t_f1 = student.get(metric), teacher.get(metric)
     if enough and s_f1 is not None and t_f1:
         need = gate.min_teacher_retention * t_f1
         checks.append(_check("teacher_retention", s_f1 >= need, round(s_f1, 4), round(need, 4),
-                             f"student macro-F1 >= {gate.min_teacher_retention} x teacher macro-F1 {t_f1:.4f}"))
+                             f"student {metric} >= {gate.min_teacher_retention} x teacher {metric} {t_f1:.4f}"))
     else:
         checks.append(_check("teacher_retention", False, s_f1, None, "no quality measurement"))
     champ = models.get("champion")
     if champ is None:
         checks.append(_check("champion_regression", True, None, None, "first run: no champion to compare against"))
-    elif enough and s_f1 is not None and champ.get("macro_f1") is not None:
-        need = champ["macro_f1"] - gate.max_champion_regression
+    elif enough and s_f1 is not None and champ.get(metric) is not None:
+        need = champ[metric] - gate.max_champion_regression
         checks.append(_check("champion_regression", s_f1 >= need, round(s_f1, 4), round(need, 4),
-                             f"student macro-F1 >= champion {report.get('champion_version')} macro-F1 "
-                             f"{champ['macro_f1']:.4f} - {gate.max_champion_regression}"))
+                             f"student {metric} >= champion {report.get('champion_version')} {metric} "
+                             f"{champ[metric]:.4f} - {gate.max_champion_regression}"))
     else:
         checks.append(_check("champion_regression", False, s_f1, None, "no quality measurement"))
     checks.append(_check("size_budget", student["bytes"] <= gate.max_student_bytes, student["bytes"],

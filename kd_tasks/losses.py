@@ -26,3 +26,34 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: to
     else:
         ce = student_logits.new_zeros(())
     return alpha * t * t * kl + (1.0 - alpha) * ce
+
+
+def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: torch.Tensor,
+                   temperature: float, alpha: float) -> torch.Tensor:
+    """Binary distillation on one logit per row, with a temperature on the logits.
+
+    With ``p_t = sigmoid(z_t / T)`` and ``p_s = sigmoid(z_s / T)``::
+
+        alpha * T^2 * KL(Bernoulli(p_t) || Bernoulli(p_s)) + (1 - alpha) * BCE(gold, sigmoid(z_s))
+
+    - KL = p_t log(p_t / p_s) + (1 - p_t) log((1 - p_t) / (1 - p_s)), averaged over all rows.
+    - BCE is averaged over rows whose ``gold`` (0 or 1) is not ``NO_LABEL``; 0 when there are none.
+    - It equals ``kd_loss`` on the two-class logits ``[0, z]``: a sigmoid is a softmax over two classes.
+    """
+    t = temperature
+    z_s = student_logits.reshape(-1) / t
+    z_t = teacher_logits.reshape(-1).to(z_s.dtype) / t
+    p_t = torch.sigmoid(z_t)
+    # log sigmoid(z) and log(1 - sigmoid(z)) = log sigmoid(-z), computed stably
+    kl = (p_t * (F.logsigmoid(z_t) - F.logsigmoid(z_s))
+          + (1 - p_t) * (F.logsigmoid(-z_t) - F.logsigmoid(-z_s))).mean()
+    gold = gold.reshape(-1)
+    has_gold = gold != NO_LABEL
+    if has_gold.any():
+        bce = F.binary_cross_entropy_with_logits(student_logits.reshape(-1)[has_gold], gold[has_gold].to(z_s.dtype))
+    else:
+        bce = student_logits.new_zeros(())
+    return alpha * t * t * kl + (1.0 - alpha) * bce
+
+
+LOSSES = {"multiclass": kd_loss, "binary": binary_kd_loss}  # task -> distillation loss

@@ -12,15 +12,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import gate, registry, warehouse
+from . import gate, lake, registry, warehouse
 from .config import TeacherTrainConfig, UseCase, from_dict, get_use_case, kd_home
 from .data import is_holdout
 from .distill import distill_student
 from .evaluate import evaluate_student
-from .extract import extract_partition
+from .extract import extract_partition, sql_params
+from .families import train_teacher
 from .report import format_report
 from .soft_labels import generate_soft_labels
-from .teacher import bootstrap_teacher, load_teacher
+from .teacher import load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,12 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None) -> UseC
     """The declared use case with the run's Params applied (validated by the config classes)."""
     params = dict(params or {})
     distill = {k: params[k] for k in DISTILL_PARAMS if params.get(k) is not None}
-    top = {k: params[k] for k in ("extract_lookback_days",) if params.get(k) is not None}
-    return get_use_case(name).with_overrides(distill=distill, **top)
+    top: dict[str, Any] = {k: params[k] for k in ("extract_lookback_days",) if params.get(k) is not None}
+    declared = get_use_case(name)
+    sql = {k: params[k] for k in declared.extract_params if params.get(k) is not None}
+    if sql:
+        top["extract_params"] = sql
+    return declared.with_overrides(distill=distill, **top)
 
 
 def run_dir_for(use_case: UseCase, run_id: str, home: Path | None = None) -> Path:
@@ -55,18 +60,25 @@ def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | 
         teacher = load_teacher(target)  # verifies it; a broken one raises and says how to fix it
         log.info("teacher %s already exists at %s; pass force=True to retrain", teacher.version, target)
         return {"version": teacher.version, "path": str(target), "trained": False}
-    table = warehouse.query_table(warehouse_uri, use_case.teacher_sql, {"end_ds": ds})
-    rows = [r for r in table.to_pylist() if not is_holdout(r[use_case.id_column], use_case.holdout_percent)]
-    if not rows:
+    start_ds = (lake.window_days(ds, use_case.teacher_lookback_days)[0] if use_case.teacher_lookback_days
+                else "1970-01-01")
+    table = warehouse.query_table(warehouse_uri, use_case.teacher_sql, sql_params(use_case, start_ds, ds))
+    labels = table.column(use_case.label_column).to_pylist()
+    ids = table.column(use_case.id_column).to_pylist()
+    keep = [i for i, (rid, y) in enumerate(zip(ids, labels))
+            if y is not None and not is_holdout(rid, use_case.holdout_percent)]
+    if not keep:
         raise ValueError(
-            f"no gold-labelled rows up to {ds} in the warehouse (sql/{use_case.teacher_sql}); "
-            "load a labelled catalogue first (python -m kd_tasks.cli load-catalogue ...)"
+            f"no gold-labelled rows in {start_ds}..{ds} in the warehouse (sql/{use_case.teacher_sql}); "
+            "load labelled data for those dates first (python -m kd_tasks.cli load-catalogue / load-events ...)"
         )
-    manifest = bootstrap_teacher(
-        [r[use_case.text_column] for r in rows], [r[use_case.label_column] for r in rows], target,
-        base_model=base_model, config=train_config,
-        provenance={"as_of": ds, "sql_file": use_case.teacher_sql, "sql_hash": warehouse.sql_hash(use_case.teacher_sql),
-                    "holdout_percent": use_case.holdout_percent},
+    log.info("teacher data: %d gold-labelled training rows from %s..%s (%d held out or unlabelled)",
+             len(keep), start_ds, ds, len(ids) - len(keep))
+    manifest = train_teacher(
+        use_case, table.take(keep), target, base_model, train_config,
+        {"as_of": ds, "window": [start_ds, ds], "sql_file": use_case.teacher_sql,
+         "sql_hash": warehouse.sql_hash(use_case.teacher_sql), "sql_params": dict(use_case.extract_params),
+         "holdout_percent": use_case.holdout_percent},
     )
     return {"version": manifest["version"], "path": str(target), "trained": True}
 

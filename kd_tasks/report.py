@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = (("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"),
+COLUMNS = (("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"), ("auc", "AUC", "{:.4f}"),
+           ("pr_auc", "PR-AUC", "{:.4f}"), ("logloss", "logloss", "{:.4f}"), ("ece", "ECE", "{:.4f}"),
            ("top1_agreement", "agree", "{:.3f}"), ("params", "params", "{:,}"), ("bytes", "bytes", "{:,}"),
            ("p50_ms_b1", "p50 b1 ms", "{:.3f}"), ("p50_ms_b64", "p50 b64 ms", "{:.2f}"))
 
@@ -23,8 +24,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"soft labels: partitions labelled by this teacher now: {', '.join(sl['labelled']) or 'none'}; "
                      f"reused: {', '.join(sl['reused']) or 'none'}")
     lines.append("")
-    header = ["model"] + [title for _, title, _ in COLUMNS]
-    rows = [[name] + [_cell(m, key, fmt) for key, _, fmt in COLUMNS] for name, m in ev["models"].items()]
+    columns = [c for c in COLUMNS if any(m.get(c[0]) is not None for m in ev["models"].values())]
+    header = ["model"] + [title for _, title, _ in columns]
+    rows = [[name] + [_cell(m, key, fmt) for key, _, fmt in columns] for name, m in ev["models"].items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from . import lake
 from .config import UseCase
+from .families import teacher_inputs
 from .teacher import TeacherError, content_version, load_teacher
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,14 @@ class NaNLogitsError(ValueError):
     """Logits contain NaN or infinity: the teacher or a soft-label file is broken."""
 
 
-def ids_fingerprint(ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+def extract_fingerprint(ids: list[str], inputs: Any) -> str:
+    """Hash of the row ids and the teacher's inputs: soft labels are reused only for identical rows."""
+    h = hashlib.sha256("\n".join(ids).encode())
+    if isinstance(inputs, np.ndarray):
+        h.update(np.ascontiguousarray(inputs).tobytes())
+    else:
+        h.update("\x00".join(inputs).encode())
+    return h.hexdigest()[:16]
 
 
 def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
@@ -65,20 +72,20 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
             continue
         extract = pq.read_table(src)
         ids = extract.column(use_case.id_column).to_pylist()
-        fingerprint = ids_fingerprint(ids)
+        inputs = teacher_inputs(use_case, extract)
+        fingerprint = extract_fingerprint(ids, inputs)
         dst = lake.soft_label_path(use_case.name, version, day, home)
         if dst.exists() and lake.read_provenance(dst).get("extract_ids") == fingerprint:
             result["reused"].append(day)
             continue
         if teacher is None:
             teacher = load_teacher(use_case.resolved_teacher_dir())
-            log.info("loaded teacher %s (%d labels, %.1fM params)", version, len(teacher.label_names),
+            log.info("loaded teacher %s (%d outputs, %.2fM params)", version, len(teacher.label_names),
                      teacher.num_parameters() / 1e6)
         started = time.perf_counter()
-        texts = extract.column(use_case.text_column).to_pylist()
         logits = np.concatenate([
-            teacher.logits(texts[i:i + 1024], batch_size=batch_size) for i in range(0, len(texts), 1024)
-        ]) if texts else np.zeros((0, len(teacher.label_names)), np.float32)
+            teacher.logits(inputs[i:i + 1024], batch_size=batch_size) for i in range(0, len(inputs), 1024)
+        ]) if len(inputs) else np.zeros((0, len(teacher.label_names)), np.float32)
         check_finite(logits, f"teacher {version} on ds={day}",
                      "the teacher weights are corrupt; re-run kd_teacher_bootstrap or restore the teacher directory")
         n_labels = logits.shape[1]

@@ -58,6 +58,8 @@ class StudentNet(nn.Module):
 class Student:
     """A trained student with its label names; saves and loads as a small directory."""
 
+    family = "hashed_ngram_mlp"
+
     def __init__(self, label_names: Sequence[str], size: str = "base", net: StudentNet | None = None):
         if size not in STUDENT_SIZES:
             raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}")
@@ -65,6 +67,21 @@ class Student:
         self.size = size
         self.n_buckets, self.dim, self.hidden = STUDENT_SIZES[size]
         self.net = net or StudentNet(self.n_buckets, self.dim, self.hidden, len(self.label_names))
+
+    @classmethod
+    def create(cls, label_names: Sequence[str], size: str, inputs: Sequence[str] = (),
+               feature_names: Sequence[str] = ()) -> "Student":
+        """A fresh student (the hashing featurizer needs no fitting)."""
+        return cls(label_names, size)
+
+    def prepare(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """Featurise every row once: the hashing is the expensive part of a training step."""
+        return [batch_inputs([t], self.n_buckets)[0] for t in texts]
+
+    def forward_rows(self, prepared: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        pieces = [prepared[i] for i in idx.tolist()]
+        offsets = torch.tensor([0] + [len(p) for p in pieces[:-1]]).cumsum(0)
+        return self.net(torch.cat(pieces), offsets)
 
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         self.net.eval()
@@ -78,7 +95,8 @@ class Student:
         return sum(p.numel() for p in self.net.parameters())
 
     def compatible_with(self, other: "Student") -> bool:
-        return self.label_names == other.label_names and self.size == other.size
+        return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
+                and self.size == other.size)
 
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file

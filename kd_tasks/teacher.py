@@ -86,39 +86,82 @@ class Teacher:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
 
-def load_teacher(path: str | Path) -> Teacher:
-    """Load and verify a teacher directory; every failure says how to get a usable teacher."""
+FIX_TEACHER = ("run the kd_teacher_bootstrap DAG (or `python -m kd_tasks.cli bootstrap-teacher`) to create "
+               "one, or point teacher_dir at a directory saved with save_pretrained plus kd_manifest.json")
+# Teacher families: the files that hold their weights. The manifest's "family" picks one.
+HF_FAMILY = "hf_sequence_classifier"
+TEACHER_WEIGHT_FILES = {HF_FAMILY: WEIGHT_FILES, "tabular_mlp": ("teacher.safetensors",)}
+
+
+def load_teacher(path: str | Path) -> Any:
+    """Load and verify a teacher directory of any family; every failure says how to get a usable teacher."""
     path = Path(path)
-    fix = ("run the kd_teacher_bootstrap DAG (or `python -m kd_tasks.cli bootstrap-teacher`) to create "
-           "one, or point teacher_dir at a directory saved with save_pretrained plus kd_manifest.json")
+    fix = FIX_TEACHER
     if not path.is_dir():
         raise TeacherError(f"no teacher at {path}; {fix}")
-    if not any((path / w).is_file() for w in WEIGHT_FILES):
-        raise TeacherError(f"teacher directory {path} has no weights ({' or '.join(WEIGHT_FILES)}); {fix}")
-    if not (path / MANIFEST).is_file():
+    manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else None
+    family = (manifest or {}).get("family", HF_FAMILY)
+    if family not in TEACHER_WEIGHT_FILES:
+        raise TeacherError(f"teacher at {path} has unknown family {family!r}; known: {sorted(TEACHER_WEIGHT_FILES)}")
+    weights = TEACHER_WEIGHT_FILES[family]
+    if not any((path / w).is_file() for w in weights):
+        raise TeacherError(f"teacher directory {path} has no weights ({' or '.join(weights)}); {fix}")
+    if manifest is None:
         raise TeacherError(f"teacher directory {path} has no {MANIFEST} (label names, version); {fix}")
-    manifest = json.loads((path / MANIFEST).read_text())
     version = content_version(path)
     if manifest.get("version") != version:
         raise TeacherError(
             f"teacher files in {path} hash to {version} but its manifest says {manifest.get('version')}: "
             f"the directory was changed or is corrupt; {fix}"
         )
+    try:
+        if family == HF_FAMILY:
+            return _load_hf_teacher(path, version, manifest)
+        from .tabular import TabularTeacher
+
+        return TabularTeacher(path, version, manifest)
+    except TeacherError:
+        raise
+    except Exception as exc:  # torch / transformers / safetensors raise many types for broken files
+        raise TeacherError(f"teacher at {path} could not be loaded ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
+def _load_hf_teacher(path: Path, version: str, manifest: dict[str, Any]) -> Teacher:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     _quiet_transformers()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # transformers raises many types for broken files
-        raise TeacherError(f"teacher at {path} could not be loaded ({type(exc).__name__}: {exc}); {fix}") from exc
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if model.config.num_labels != len(manifest["label_names"]):
         raise TeacherError(
             f"teacher at {path} has {model.config.num_labels} outputs but its manifest names "
-            f"{len(manifest['label_names'])} labels; {fix}"
+            f"{len(manifest['label_names'])} labels; {FIX_TEACHER}"
         )
     return Teacher(path, version, list(manifest["label_names"]), model, tokenizer,
                    int(manifest.get("max_length", 32)))
+
+
+def publish_teacher(out_dir: str | Path, write: Any, manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build a teacher in a temporary sibling directory with ``write(tmp) -> manifest fields``, add the
+    manifest (with the content version) and swap it in, so a crash never leaves a half-written
+    teacher where the pipeline looks for one. Returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+        manifest = {**(write(tmp) or {}), **(manifest_fields or {})}
+        manifest["version"] = content_version(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("teacher version %s written to %s", manifest["version"], out_dir)
+    return manifest
 
 
 def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:
@@ -201,24 +244,11 @@ def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str 
                  total / steps_per_epoch, time.perf_counter() - started)
     model.eval()
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        manifest = {
-            "label_names": label_names, "base_model": str(base_model), "max_length": config.max_length,
-            "train_rows": len(x), "train_config": asdict(config), "provenance": provenance or {},
-            "train_seconds": round(time.perf_counter() - started, 1),
-            "version": content_version(tmp),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("teacher version %s written to %s", manifest["version"], out_dir)
-    return manifest
+        return {"family": HF_FAMILY, "label_names": label_names, "base_model": str(base_model),
+                "max_length": config.max_length, "train_rows": len(x), "train_config": asdict(config),
+                "provenance": provenance or {}, "train_seconds": round(time.perf_counter() - started, 1)}
+
+    return publish_teacher(out_dir, write)

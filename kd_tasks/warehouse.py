@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import re
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -87,7 +88,13 @@ def execute(conn: Any, uri: str, name: str, params: Mapping[str, Any] | None = N
 
 def execute_many(conn: Any, uri: str, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
     cur = conn.cursor()
-    cur.executemany(bind(read_sql(name), dialect_of(uri)), rows)
+    sql = bind(read_sql(name), dialect_of(uri))
+    if dialect_of(uri) == "postgresql":
+        from psycopg2.extras import execute_batch
+
+        execute_batch(cur, sql, rows, page_size=2000)  # one round trip per page, not per row
+    else:
+        cur.executemany(sql, rows)
 
 
 def query_table(uri: str, name: str, params: Mapping[str, Any]) -> pa.Table:
@@ -97,8 +104,21 @@ def query_table(uri: str, name: str, params: Mapping[str, Any]) -> pa.Table:
         cur.execute(bind(read_sql(name), dialect_of(uri)), dict(params))
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
-    data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-    return pa.table({c: pa.array(v, type=pa.string()) for c, v in data.items()})
+    return pa.table({c: _arrow_column([r[i] for r in rows]) for i, c in enumerate(columns)})
+
+
+def _arrow_column(values: list[Any]) -> pa.Array:
+    """Integers stay int64, other numbers become float64 (Decimal included), anything else text.
+
+    The same query gives the same Arrow types on SQLite and PostgreSQL as long as it casts its
+    numeric results (``cast(... as double precision)``).
+    """
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.array(values, type=pa.int64())
+    if present and all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def create_tables(uri: str) -> None:

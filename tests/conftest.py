@@ -59,6 +59,15 @@ def fashion_records(datasets_dir):
 
 
 @pytest.fixture(scope="session")
+def taobao_events(datasets_dir):
+    """The real Taobao UserBehavior sample as event rows (84,440 after the documented drops)."""
+    from kd_tasks.events import read_taobao
+
+    rows, _ = read_taobao(datasets_dir / "taobao_userbehavior_sample" / "UserBehavior_head.csv.gz")
+    return rows
+
+
+@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random BERT with MiniLM's tokenizer: the starting point of fast test teachers."""
     from kd_tasks.teacher import create_tiny_base_model

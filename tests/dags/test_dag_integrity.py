@@ -20,7 +20,7 @@ def dagbag():
 
 def test_every_dag_file_is_covered():
     assert [p.name for p in DAG_FILES] == ["kd_export_production_model.py", "kd_product_category_nightly.py",
-                                           "kd_teacher_bootstrap.py"]
+                                           "kd_purchase_intent_nightly.py", "kd_teacher_bootstrap.py"]
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -46,10 +46,12 @@ def test_parsing_imports_no_heavy_modules(path):
     assert heavy == [], f"parsing {path.name} imported {heavy}; move those imports inside the tasks"
 
 
-def test_nightly_dag_shape(dagbag):
-    dag = dagbag.dags["kd_product_category_nightly"]
+@pytest.mark.parametrize("dag_id,extract", [("kd_product_category_nightly", "extract_products"),
+                                             ("kd_purchase_intent_nightly", "extract_candidates")])
+def test_nightly_dag_shape(dagbag, dag_id, extract):
+    dag = dagbag.dags[dag_id]
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert set(dag.task_ids) == {"extract_products", "generate_soft_labels", "distill_student", "evaluate_student",
+    assert set(dag.task_ids) == {extract, "generate_soft_labels", "distill_student", "evaluate_student",
                                  "gate_student", "promote_student", "record_candidate", "hold_student",
                                  "write_report"}
     assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "record_candidate",
@@ -60,6 +62,16 @@ def test_nightly_dag_shape(dagbag):
     for name in ("temperature", "alpha", "epochs", "lookback_days", "student_size", "dry_run", "force_promote",
                  "force_reason", "allow_backfill_promotion", "ds"):
         assert name in params, name
+
+
+def test_purchase_intent_params_come_from_its_declaration(dagbag):
+    from kd_tasks.config import PURCHASE_INTENT
+
+    params = dagbag.dags["kd_purchase_intent_nightly"].params
+    assert params["temperature"] == PURCHASE_INTENT.distill.temperature
+    assert params["label_horizon_days"] == 1 and params["candidate_days"] == PURCHASE_INTENT.extract_params["candidate_days"]
+    assert [a.name for a in dagbag.dags["kd_purchase_intent_nightly"].get_task("promote_student").outlets] == [
+        "kd_purchase_intent_production_model"]
 
 
 def test_export_dag_is_scheduled_on_the_promoted_model_asset(dagbag):

@@ -107,6 +107,20 @@ def test_unlabelled_window_cannot_bootstrap_a_teacher(kd_home):
     uri = f"sqlite:///{kd_home / 'wh.db'}"
     warehouse.load_products(uri, [{"product_id": "1", "title": "Red Shirt", "category": None,
                                    "listed_on": DS, "source": "t"}])
-    with pytest.raises(ValueError, match="no gold-labelled rows up to .* load a labelled catalogue"):
+    with pytest.raises(ValueError, match="no gold-labelled rows in .* load labelled data"):
         bootstrap(PRODUCT_CATEGORY, DS, uri)
     assert not (kd_home / "teachers").exists()
+
+
+def test_a_day_without_behaviour_events_is_an_empty_partition(kd_home):
+    import datetime as dt
+
+    from kd_tasks.config import PURCHASE_INTENT
+    from kd_tasks.events import _event, load_events
+    from kd_tasks.extract import EmptyPartitionError, extract_partition
+
+    uri = f"sqlite:///{kd_home / 'wh.db'}"
+    load_events(uri, [_event("u", "i", "c", "pv", dt.datetime(2017, 11, 25, 10), "t")])
+    with pytest.raises(EmptyPartitionError, match="no rows for purchase_intent in window 2017-12-20..2017-12-20"):
+        extract_partition(PURCHASE_INTENT, "2017-12-20", uri)
+    assert not (kd_home / "lake" / "purchase_intent" / "extract").exists()

@@ -30,5 +30,31 @@ def test_dag_params_override_use_case_defaults():
 
 
 def test_unknown_use_case():
-    with pytest.raises(ConfigError, match="known: \\['product_category'\\]"):
+    with pytest.raises(ConfigError, match="known: \\['product_category', 'purchase_intent'\\]"):
         resolve_use_case("sentiment", {})
+
+
+def test_a_gate_metric_must_fit_the_task():
+    from kd_tasks.config import PURCHASE_INTENT
+
+    with pytest.raises(ConfigError, match="gate metric 'macro_f1' is for multiclass tasks .* pick one of \\['auc', 'pr_auc'\\]"):
+        PURCHASE_INTENT.with_overrides(gate={"metric": "macro_f1"})
+
+
+def test_run_params_reach_the_intent_sql_and_unknown_sql_params_are_refused():
+    from kd_tasks.config import PURCHASE_INTENT
+    from kd_tasks.nightly import resolve_use_case
+
+    uc = resolve_use_case("purchase_intent", {"label_horizon_days": 7, "candidate_days": 28, "temperature": 4.0})
+    assert uc.extract_params == {"label_horizon_days": 7, "candidate_days": 28} and uc.distill.temperature == 4.0
+    assert resolve_use_case("purchase_intent", {"label_horizon_days": None}).extract_params == dict(
+        PURCHASE_INTENT.extract_params)
+    with pytest.raises(ConfigError, match="no extract params \\['horizon'\\]"):
+        PURCHASE_INTENT.with_overrides(extract_params={"horizon": 3})
+
+
+def test_the_teacher_reads_serving_then_privileged_columns():
+    from kd_tasks.config import INTENT_PRIVILEGED, INTENT_SERVING, PURCHASE_INTENT
+
+    assert PURCHASE_INTENT.teacher_columns == INTENT_SERVING + INTENT_PRIVILEGED
+    assert not set(PURCHASE_INTENT.input_columns) & set(INTENT_PRIVILEGED)  # the student never sees them

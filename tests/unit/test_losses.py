@@ -50,3 +50,38 @@ def test_three_classes_mixed():
 def test_batch_without_gold_has_no_ce_term_and_stays_finite():
     got = loss([[0.0, 0.0]], [[0.0, 0.0]], [NO_LABEL], T=2.0, alpha=0.0)
     assert got == 0.0
+
+
+def test_binary_kd_loss_matches_hand_computed_value():
+    """z_s = [0, 2], z_t = [1, -1], gold = [1, none], T = 2, alpha = 0.5.
+
+    Row 1: p_t = sigmoid(0.5) = 0.622459, p_s = sigmoid(0) = 0.5, KL = 0.030300.
+    Row 2: p_t = sigmoid(-0.5) = 0.377541, p_s = sigmoid(1) = 0.731059, KL = 0.272874.
+    Mean KL 0.151587; BCE on row 1 only = ln 2 = 0.693147.
+    Loss = 0.5 * 4 * 0.151587 + 0.5 * 0.693147 = 0.649747.
+    """
+    from kd_tasks.losses import binary_kd_loss
+
+    loss = binary_kd_loss(torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [-1.0]]),
+                          torch.tensor([1, NO_LABEL]), temperature=2.0, alpha=0.5)
+    assert loss.item() == pytest.approx(0.649747, abs=1e-5)
+
+
+def test_binary_kd_loss_is_the_two_class_softmax_loss():
+    from kd_tasks.losses import binary_kd_loss
+
+    torch.manual_seed(0)
+    z_s, z_t = torch.randn(16, 1), 3 * torch.randn(16, 1)
+    gold = torch.randint(0, 2, (16,))
+    gold[::3] = NO_LABEL
+    two = lambda z: torch.cat([torch.zeros_like(z), z], dim=1)
+    for t, a in ((1.0, 0.5), (4.0, 0.9), (2.0, 0.0)):
+        assert binary_kd_loss(z_s, z_t, gold, t, a).item() == pytest.approx(
+            kd_loss(two(z_s), two(z_t), gold, t, a).item(), abs=1e-5)
+
+
+def test_binary_kd_loss_is_zero_when_the_student_matches_the_teacher_and_alpha_is_one():
+    from kd_tasks.losses import binary_kd_loss
+
+    z = torch.tensor([[-7.0], [0.3], [5.0]])
+    assert binary_kd_loss(z, z, torch.tensor([0, 1, 1]), 3.0, 1.0).item() == pytest.approx(0.0, abs=1e-7)

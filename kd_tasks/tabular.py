@@ -1,0 +1,218 @@
+"""Tabular models for behaviour-log use cases: a deep MLP teacher and a small MLP student.
+
+Both read a float matrix of counts and recencies. The first layer is a fixed transform stored with
+the model: ``(log1p(max(x, 0)) - mean) / std`` with mean and std fitted on the training rows, so a
+saved model carries its own preprocessing and serving needs nothing but the raw feature values.
+One output: the logit of the positive label.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TABULAR_SIZES = {"small": (16,), "base": (32, 16), "large": (64, 32)}  # student hidden layers
+TEACHER_HIDDEN = (512, 256, 128)  # the teacher: deep and wide, it sees serving + privileged features
+STUDENT_WEIGHTS, STUDENT_CONFIG = "student.safetensors", "student.json"
+TEACHER_WEIGHTS = "teacher.safetensors"
+
+
+def as_matrix(table: Any, columns: Sequence[str]) -> np.ndarray:
+    """The ``columns`` of a pyarrow table as a float32 matrix (NULL -> 0)."""
+    if not columns:
+        raise ValueError("a tabular model needs at least one feature column")
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"feature columns {missing} are not in the table (columns: {table.column_names})")
+    cols = [np.nan_to_num(np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float32))
+            for c in columns]
+    return np.stack(cols, axis=1) if len(table) else np.zeros((0, len(columns)), np.float32)
+
+
+class LogStandardize(nn.Module):
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def fit(self, x: np.ndarray) -> "LogStandardize":
+        z = np.log1p(np.clip(x, 0, None))
+        self.mean.copy_(torch.from_numpy(z.mean(axis=0) if len(z) else np.zeros(x.shape[1], np.float32)))
+        self.std.copy_(torch.from_numpy(np.maximum(z.std(axis=0), 1e-3) if len(z) else np.ones(x.shape[1],
+                                                                                                  np.float32)))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.log1p(x.clamp_min(0)) - self.mean) / self.std
+
+
+class TabularNet(nn.Module):
+    def __init__(self, n_features: int, hidden: Sequence[int], dropout: float = 0.0):
+        super().__init__()
+        self.scale = LogStandardize(n_features)
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.scale(x))
+
+
+def _logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    net.eval()
+    with torch.inference_mode():
+        out = [net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))).numpy()
+               for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+class TabularStudent:
+    """A small MLP on serving-time features; the same interface as the text ``Student``."""
+
+    family = "tabular_mlp"
+
+    def __init__(self, label_names: Sequence[str], size: str = "base", feature_names: Sequence[str] = (),
+                 net: TabularNet | None = None):
+        if size not in TABULAR_SIZES:
+            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(TABULAR_SIZES)}")
+        self.label_names, self.size, self.feature_names = list(label_names), size, list(feature_names)
+        self.hidden = TABULAR_SIZES[size]
+        self.net = net or TabularNet(len(self.feature_names), self.hidden)
+
+    @classmethod
+    def create(cls, label_names: Sequence[str], size: str, inputs: np.ndarray,
+               feature_names: Sequence[str]) -> "TabularStudent":
+        student = cls(label_names, size, feature_names)
+        student.net.scale.fit(inputs)
+        return student
+
+    def prepare(self, inputs: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+
+    def forward_rows(self, prepared: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.net(prepared[idx])
+
+    def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        return _logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
+                       batch_size)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def compatible_with(self, other: Any) -> bool:
+        return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
+                and self.size == other.size and self.feature_names == other.feature_names)
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / STUDENT_WEIGHTS)
+        (directory / STUDENT_CONFIG).write_text(json.dumps(
+            {"family": self.family, "size": self.size, "label_names": self.label_names,
+             "feature_names": self.feature_names, "hidden": list(self.hidden)}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TabularStudent":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg = json.loads((directory / STUDENT_CONFIG).read_text())
+        student = cls(cfg["label_names"], cfg["size"], cfg["feature_names"])
+        student.net.load_state_dict(load_file(directory / STUDENT_WEIGHTS))
+        student.net.eval()
+        return student
+
+    @staticmethod
+    def bytes_on_disk(directory: str | Path) -> int:
+        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+
+
+class TabularTeacher:
+    """A deep MLP on serving + privileged features, loaded from a teacher directory."""
+
+    family = "tabular_mlp"
+
+    def __init__(self, path: Path, version: str, manifest: dict[str, Any]):
+        from safetensors.torch import load_file
+
+        self.path, self.version = path, version
+        self.label_names = list(manifest["label_names"])
+        self.feature_names = list(manifest["feature_names"])
+        self.net = TabularNet(len(self.feature_names), manifest["hidden"], manifest.get("dropout", 0.0))
+        self.net.load_state_dict(load_file(path / TEACHER_WEIGHTS))
+        self.net.eval()
+
+    def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        return _logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
+                       batch_size)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+
+def fit_binary_mlp(net: TabularNet, x: np.ndarray, y: np.ndarray, epochs: int, learning_rate: float,
+                   batch_size: int, seed: int, log_prefix: str) -> TabularNet:
+    """Plain BCE training of ``net`` on (x, y in {0, 1}); logs the mean loss per epoch."""
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+    opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        total, batches = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            loss = nn.functional.binary_cross_entropy_with_logits(net(xt[idx]).squeeze(1), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            batches += 1
+        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed)", log_prefix, epoch + 1, epochs,
+                 total / max(batches, 1), len(xt), time.perf_counter() - started)
+    net.eval()
+    return net
+
+
+def train_tabular_teacher(x: np.ndarray, y: np.ndarray, feature_names: Sequence[str], label_names: Sequence[str],
+                          out_dir: Path, config: Any, dropout: float = 0.1) -> dict[str, Any]:
+    """Train the deep MLP teacher into ``out_dir`` (weights + the manifest fields it needs)."""
+    from safetensors.torch import save_file
+
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"the teacher needs positive and negative rows, got {int(y.sum())} positives in "
+                         f"{len(y)} rows; widen the teacher window (teacher_lookback_days) or load more days")
+    rng = np.random.default_rng(config.seed)
+    if len(x) > config.max_rows:
+        keep = np.sort(rng.choice(len(x), config.max_rows, replace=False))
+        x, y = x[keep], y[keep]
+    torch.manual_seed(config.seed)
+    net = TabularNet(len(feature_names), TEACHER_HIDDEN, dropout)
+    net.scale.fit(x)
+    log.info("training the tabular teacher on %d rows (%d positives), %d features, hidden %s",
+             len(x), int(y.sum()), len(feature_names), TEACHER_HIDDEN)
+    fit_binary_mlp(net, x, y, config.epochs, config.learning_rate, config.batch_size, config.seed, "teacher")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / TEACHER_WEIGHTS)
+    return {"family": "tabular_mlp", "label_names": list(label_names), "feature_names": list(feature_names),
+            "hidden": list(TEACHER_HIDDEN), "dropout": dropout, "train_rows": len(x), "positives": int(y.sum())}
