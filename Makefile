@@ -105,7 +105,7 @@ standalone: install
 	@mkdir -p $(LOGS)
 	$(BIN)/airflow db migrate > $(LOGS)/airflow-db-migrate.log 2>&1
 	$(BIN)/airflow pools set kd_heavy 1 "teacher inference, training, latency measurement"
-	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
 clean-demo:
 	rm -rf $(KD_HOME)
