@@ -41,6 +41,9 @@ _T = TeacherTrainConfig()
         "max_rows": Param(None, type=["null", "integer"], minimum=1,
                           description="Cap on gold rows used for training (CPU time grows with it); empty = "
                                       "the use case's declaration."),
+        "sql_params": Param({}, type="object",
+                            description="Values for the use case's extract_params, e.g. {\"label_horizon_days\": 7, "
+                                        "\"candidate_days\": 28} for Online Retail; empty = the declaration."),
         "warehouse_conn_id": Param("", type="string", description="Airflow connection id; empty = default warehouse."),
         "ds": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
                     description="Use gold rows listed up to this date; default: the logical date."),
@@ -54,7 +57,8 @@ def kd_teacher_bootstrap():
         from kd_tasks.nightly import bootstrap, resolve_use_case
 
         params = context["params"]
-        return bootstrap(resolve_use_case(params["use_case"]), run_ds(context), warehouse_uri(context),
+        use_case = resolve_use_case(params["use_case"], params.get("sql_params") or {})
+        return bootstrap(use_case, run_ds(context), warehouse_uri(context),
                          base_model=params["base_model"] or None, force=params["force"],
                          train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")
                                 if params.get(k) is not None})
