@@ -107,8 +107,8 @@ def _span(ds_list: tuple | list) -> int:
 
 def prepare(spec: IntentRun, datasets: Path, home: Path, teacher_cfg: dict[str, Any] | None = None) -> Prepared:
     """Warehouse, extract partitions, teacher and soft labels of one run, all through the stages."""
-    os.environ["KD_HOME"] = str(home)  # the stages resolve teacher_dir and the lake under KD_HOME
-    use_case = PURCHASE_INTENT.with_overrides(extract_params=spec.extract_params)
+    use_case = PURCHASE_INTENT.with_overrides(extract_params=spec.extract_params,
+                                              teacher_dir=str(home / "teachers" / PURCHASE_INTENT.name))
     if teacher_cfg:
         use_case = replace(use_case, teacher_train=replace(use_case.teacher_train, **teacher_cfg))
     uri = f"sqlite:///{home / 'warehouse.db'}"
@@ -167,9 +167,7 @@ def run_one(spec: IntentRun, datasets: Path, out_root: Path, student_cfg: dict[s
     """One entry per student regime: ``history`` (students train on every training partition, like the
     teacher) and ``nightly`` (students train on the last ``nightly_partitions`` only, as the nightly job
     retrains them on its recent window while the teacher was trained on the longer history)."""
-    import torch
-
-    from kd_tasks.tabular import _logits
+    from kd_tasks.tabular import mlp_logits
 
     started = time.perf_counter()
     prep = prepare(spec, datasets, out_root / spec.dataset, teacher_cfg)
@@ -186,7 +184,7 @@ def run_one(spec: IntentRun, datasets: Path, out_root: Path, student_cfg: dict[s
     shared: dict[str, dict[str, Any]] = {
         "teacher": {**binary_metrics(gold, test.teacher_logits), "params": teacher.num_parameters(),
                     **_latency(lambda b: teacher.logits(b), test.teacher_inputs, latency_repeats)},
-        "teacher_serving_only": {**binary_metrics(gold, _logits(serving_net, test.inputs)),
+        "teacher_serving_only": {**binary_metrics(gold, mlp_logits(serving_net, test.inputs)),
                                  "params": sum(p.numel() for p in serving_net.parameters())},
         "popularity": {**binary_metrics(gold, score(test.inputs)), "logloss": None, "ece": None,  # a score
                        "params": 0, **_latency(score, test.inputs, latency_repeats)},
@@ -195,7 +193,6 @@ def run_one(spec: IntentRun, datasets: Path, out_root: Path, student_cfg: dict[s
     runs = []
     for regime, train in windows.items():
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed)
         students = {"student_kd": train_student(train, cfg, None, f"{regime} student_kd", **family),
                     "student_hard": train_student(train, replace(cfg, alpha=0.0), None, f"{regime} student_hard",
                                                   **family)}

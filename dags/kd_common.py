@@ -38,24 +38,24 @@ def distill_params(use_case: str = "product_category") -> dict[str, Param]:
     Defaults come from the use case's declaration; its ``extract_params`` become Params too.
     """
     declared = get_use_case(use_case)
-    _D = declared.distill
+    d = declared.distill
     sql_params = {
         name: Param(value, type="integer" if isinstance(value, int) else "number", minimum=1,
                     description=f"Bound into sql/{declared.extract_sql} as :{name} (see the README).")
         for name, value in declared.extract_params.items()
     }
     return {**sql_params,
-        "temperature": Param(_D.temperature, type="number", exclusiveMinimum=0, maximum=20,
+        "temperature": Param(d.temperature, type="number", exclusiveMinimum=0, maximum=20,
                              description="Distillation temperature T (softens teacher and student)."),
-        "alpha": Param(_D.alpha, type="number", minimum=0, maximum=1,
+        "alpha": Param(d.alpha, type="number", minimum=0, maximum=1,
                        description="Weight of the T²-scaled KL term; 1 - alpha weights CE on gold rows."),
-        "epochs": Param(_D.epochs, type="integer", minimum=1, maximum=100, description="Student training epochs."),
-        "learning_rate": Param(_D.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
+        "epochs": Param(d.epochs, type="integer", minimum=1, maximum=100, description="Student training epochs."),
+        "learning_rate": Param(d.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
                                description="AdamW learning rate of the student."),
-        "seed": Param(_D.seed, type="integer", minimum=0, description="Seed: same seed + same data = same student."),
-        "student_size": Param(_D.student_size, type="string", enum=sorted(STUDENT_SIZES),
+        "seed": Param(d.seed, type="integer", minimum=0, description="Seed: same seed + same data = same student."),
+        "student_size": Param(d.student_size, type="string", enum=sorted(STUDENT_SIZES),
                               description="Student capacity (hash buckets / embedding dim / hidden units)."),
-        "lookback_days": Param(_D.lookback_days, type="integer", minimum=1, maximum=90,
+        "lookback_days": Param(d.lookback_days, type="integer", minimum=1, maximum=90,
                                description="Training window: soft-label partitions ds-lookback+1 .. ds."),
         "extract_lookback_days": Param(1, type="integer", minimum=1, maximum=366,
                                        description="Extract window: listings of ds-extract_lookback_days+1 .. ds "

@@ -16,26 +16,22 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import warehouse
+from .lake import day_index
 
 log = logging.getLogger(__name__)
 
 BEHAVIORS = ("pv", "cart", "fav", "buy")
-EPOCH = dt.date(1970, 1, 1)
 # Taobao UserBehavior: the documented window, and the shop's time zone (Asia/Shanghai has no DST).
 TAOBAO_FIRST_DAY, TAOBAO_LAST_DAY = "2017-11-25", "2017-12-03"
 TAOBAO_UTC_OFFSET = dt.timedelta(hours=8)
 _WORD = re.compile(r"[A-Z]+")
 
 
-def day_index(day: str) -> int:
-    return (dt.date.fromisoformat(day) - EPOCH).days
-
-
 def _event(user: str, item: str, category: str, behavior: str, when: dt.datetime, source: str) -> dict[str, Any]:
     day = when.date().isoformat()
     return {"user_id": user, "item_id": item, "category_id": category, "behavior": behavior,
             "event_time": when.strftime("%Y-%m-%d %H:%M:%S"), "event_date": day,
-            "day_index": (when.date() - EPOCH).days, "source": source}
+            "day_index": day_index(day), "source": source}
 
 
 def read_taobao(path: str | Path, first_day: str = TAOBAO_FIRST_DAY,

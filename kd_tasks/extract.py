@@ -27,9 +27,8 @@ def extract_window(use_case: UseCase, ds: str) -> tuple[str, str]:
 def sql_params(use_case: UseCase, start_ds: str, end_ds: str) -> dict[str, Any]:
     """Values bound into a use case's SQL: the window as dates and as day numbers (days since
     1970-01-01, for portable date arithmetic), plus the use case's ``extract_params``."""
-    epoch = dt.date(1970, 1, 1)
-    return {"start_ds": start_ds, "end_ds": end_ds, "start_day": (lake.parse_ds(start_ds) - epoch).days,
-            "end_day": (lake.parse_ds(end_ds) - epoch).days, **use_case.extract_params}
+    return {"start_ds": start_ds, "end_ds": end_ds, "start_day": lake.day_index(start_ds),
+            "end_day": lake.day_index(end_ds), **use_case.extract_params}
 
 
 def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,

@@ -38,6 +38,11 @@ def parse_ds(ds: str) -> dt.date:
         raise ValueError(f"ds must be a date YYYY-MM-DD, got {ds!r}") from None
 
 
+def day_index(ds: str) -> int:
+    """``ds`` as days since 1970-01-01: the day numbers the SQL does its date arithmetic with."""
+    return (parse_ds(ds) - dt.date(1970, 1, 1)).days
+
+
 def window_days(ds: str, days: int) -> list[str]:
     """The ``days`` dates ending at ``ds`` (inclusive), oldest first."""
     end = parse_ds(ds)

@@ -55,8 +55,53 @@ class StudentNet(nn.Module):
         return self.mlp(self.embedding(ids, offsets))
 
 
-class Student:
-    """A trained student with its label names; saves and loads as a small directory."""
+class SavedStudent:
+    """What every student family shares: its directory (``student.safetensors`` + ``student.json``
+    naming the family), parameter count and size on disk. A family adds ``config`` and ``from_config``."""
+
+    family: str
+    net: nn.Module
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "SavedStudent":
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / WEIGHTS)
+        (directory / CONFIG).write_text(json.dumps({"family": self.family, **self.config()}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SavedStudent":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a student directory (needs {WEIGHTS} and {CONFIG})"
+            )
+        student = cls.from_config(json.loads((directory / CONFIG).read_text()))
+        student.net.load_state_dict(load_file(directory / WEIGHTS))
+        student.net.eval()
+        return student
+
+    @staticmethod
+    def bytes_on_disk(directory: str | Path) -> int:
+        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+
+
+class Student(SavedStudent):
+    """A trained hashed n-gram student with its label names; saves and loads as a small directory."""
 
     family = "hashed_ngram_mlp"
 
@@ -91,39 +136,14 @@ class Student:
                 out.append(self.net(*batch_inputs(texts[i:i + batch_size], self.n_buckets)).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
     def compatible_with(self, other: "Student") -> bool:
         return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
                 and self.size == other.size)
 
-    def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / WEIGHTS)
-        (directory / CONFIG).write_text(json.dumps(
-            {"family": "hashed_ngram_mlp", "size": self.size, "label_names": self.label_names,
-             "n_buckets": self.n_buckets, "dim": self.dim, "hidden": self.hidden}, indent=2))
-        return directory
+    def config(self) -> dict:
+        return {"size": self.size, "label_names": self.label_names, "n_buckets": self.n_buckets,
+                "dim": self.dim, "hidden": self.hidden}
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Student":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a student directory (needs {WEIGHTS} and {CONFIG})"
-            )
-        cfg = json.loads((directory / CONFIG).read_text())
-        student = cls(cfg["label_names"], cfg["size"])
-        student.net.load_state_dict(load_file(directory / WEIGHTS))
-        student.net.eval()
-        return student
-
-    @staticmethod
-    def bytes_on_disk(directory: str | Path) -> int:
-        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+    def from_config(cls, cfg: dict) -> "Student":
+        return cls(cfg["label_names"], cfg["size"])

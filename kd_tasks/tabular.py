@@ -7,7 +7,6 @@ One output: the logit of the positive label.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .student import SavedStudent
+
 log = logging.getLogger(__name__)
 
 TABULAR_SIZES = {"small": (16,), "base": (32, 16), "large": (64, 32)}  # student hidden layers
 TEACHER_HIDDEN = (512, 256, 128)  # the teacher: deep and wide, it sees serving + privileged features
-STUDENT_WEIGHTS, STUDENT_CONFIG = "student.safetensors", "student.json"
 TEACHER_WEIGHTS = "teacher.safetensors"
 
 
@@ -70,7 +70,7 @@ class TabularNet(nn.Module):
         return self.mlp(self.scale(x))
 
 
-def _logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def mlp_logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     net.eval()
     with torch.inference_mode():
         out = [net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))).numpy()
@@ -78,7 +78,7 @@ def _logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
-class TabularStudent:
+class TabularStudent(SavedStudent):
     """A small MLP on serving-time features; the same interface as the text ``Student``."""
 
     family = "tabular_mlp"
@@ -105,41 +105,20 @@ class TabularStudent:
         return self.net(prepared[idx])
 
     def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        return _logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
+        return mlp_logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
                        batch_size)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
 
     def compatible_with(self, other: Any) -> bool:
         return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
                 and self.size == other.size and self.feature_names == other.feature_names)
 
-    def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / STUDENT_WEIGHTS)
-        (directory / STUDENT_CONFIG).write_text(json.dumps(
-            {"family": self.family, "size": self.size, "label_names": self.label_names,
-             "feature_names": self.feature_names, "hidden": list(self.hidden)}, indent=2))
-        return directory
+    def config(self) -> dict:
+        return {"size": self.size, "label_names": self.label_names, "feature_names": self.feature_names,
+                "hidden": list(self.hidden)}
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TabularStudent":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg = json.loads((directory / STUDENT_CONFIG).read_text())
-        student = cls(cfg["label_names"], cfg["size"], cfg["feature_names"])
-        student.net.load_state_dict(load_file(directory / STUDENT_WEIGHTS))
-        student.net.eval()
-        return student
-
-    @staticmethod
-    def bytes_on_disk(directory: str | Path) -> int:
-        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+    def from_config(cls, cfg: dict) -> "TabularStudent":
+        return cls(cfg["label_names"], cfg["size"], cfg["feature_names"])
 
 
 class TabularTeacher:
@@ -158,7 +137,7 @@ class TabularTeacher:
         self.net.eval()
 
     def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        return _logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
+        return mlp_logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
                        batch_size)
 
     def num_parameters(self) -> int:

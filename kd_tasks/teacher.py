@@ -96,7 +96,7 @@ TEACHER_WEIGHT_FILES = {HF_FAMILY: WEIGHT_FILES, "tabular_mlp": ("teacher.safete
 def load_teacher(path: str | Path) -> Any:
     """Load and verify a teacher directory of any family; every failure says how to get a usable teacher."""
     path = Path(path)
-    fix = FIX_TEACHER
+    fix = FIX_TEACHER  # every refusal below ends with how to get a usable teacher
     if not path.is_dir():
         raise TeacherError(f"no teacher at {path}; {fix}")
     manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else None
