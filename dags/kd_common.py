@@ -8,9 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import contextlib
+from typing import Iterator
+
 from airflow.sdk import Asset, Param, task
 
 from kd_tasks.config import STUDENT_SIZES, get_use_case
+from kd_tasks.names import DATE_PATTERN, VERSION_PATTERN, InputError
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -18,8 +22,52 @@ DEFAULT_ARGS = {
     "retry_delay": dt.timedelta(minutes=5),
     "execution_timeout": dt.timedelta(hours=2),
 }
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: create it with 1-2 slots
+
+
+def ds_param(description: str) -> Param:
+    """A partition date: a real calendar date (the pattern and JSON schema's date format), or null."""
+    return Param(None, type=["null", "string"], pattern=DATE_PATTERN, format="date", description=description)
+
+
+def version_param(description: str) -> Param:
+    """A model version: a content hash of 12 hex digits, or null."""
+    return Param(None, type=["null", "string"], pattern=VERSION_PATTERN, description=description)
+
+
+@contextlib.contextmanager
+def task_guard() -> Iterator[None]:
+    """Around every task body: what Airflow's retries and signals need from a long-running task.
+
+    - A deterministic input error (a bad name, value or config) fails the task at once: retrying the
+      same input cannot succeed, and the retries would only delay the error by their retry delays.
+    - SIGTERM (a task marked failed or success, a cancelled run, a worker's shutdown) stops the task
+      within moments, wherever it is (teacher fine-tuning included). Airflow's own handler only calls
+      ``on_kill``, and stays installed after the task: an ``airflow dags test`` waiting out a retry
+      delay would then ignore SIGTERM, so after the task SIGTERM ends the process again.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()  # signals can only be set from there
+
+    def terminate(signum, frame):
+        from airflow.sdk.exceptions import AirflowTaskTerminated
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise AirflowTaskTerminated(f"received signal {signum}: stopping the task")
+
+    if main:
+        signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except InputError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def soft_labels_asset(use_case: str) -> Asset:
@@ -72,9 +120,8 @@ def distill_params(use_case: str = "product_category") -> dict[str, Param]:
         "warehouse_conn_id": Param("", type="string",
                                    description="Airflow connection id of the warehouse; empty = $KD_WAREHOUSE "
                                                "or the embedded SQLite file under KD_HOME."),
-        "ds": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
-                    description="Date to process (YYYY-MM-DD); overrides the logical date. Needed for runs "
-                                "without a logical date."),
+        "ds": ds_param("Date to process (YYYY-MM-DD); overrides the logical date. Needed for runs "
+                       "without a logical date."),
     }
 
 
@@ -87,7 +134,9 @@ def run_ds(context: dict[str, Any]) -> str:
     """The partition date: the ``ds`` param, else the logical date, else the data interval start."""
     override = context["params"].get("ds")
     if override:
-        return override
+        from kd_tasks.names import ds
+
+        return ds(override)
     for key in ("logical_date", "data_interval_start"):
         value = context.get(key)
         if value is not None:
@@ -120,41 +169,45 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
 
     @task(task_id=extract_task_id)
     def extract_rows(**context) -> dict:
-        from kd_tasks.extract import EmptyPartitionError
-        from kd_tasks.nightly import extract
+        with task_guard():
+            from kd_tasks.extract import EmptyPartitionError
+            from kd_tasks.nightly import extract
 
-        try:
-            return extract(resolved(context), run_ds(context), warehouse_uri(context))
-        except EmptyPartitionError as exc:
-            if context["params"]["on_empty"] != "skip":
-                raise
-            from airflow.sdk.exceptions import AirflowSkipException
+            try:
+                return extract(resolved(context), run_ds(context), warehouse_uri(context))
+            except EmptyPartitionError as exc:
+                if context["params"]["on_empty"] != "skip":
+                    raise
+                from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(str(exc)) from exc
+                raise AirflowSkipException(str(exc)) from exc
 
     @task(pool=HEAVY_POOL, outlets=[soft_labels_out], execution_timeout=dt.timedelta(hours=4))
     def generate_soft_labels(extracted: dict, **context) -> dict:
-        from kd_tasks.nightly import soft_labels
+        with task_guard():
+            from kd_tasks.nightly import soft_labels
 
-        result = soft_labels(resolved(context), run_ds(context))
-        context["outlet_events"][soft_labels_out].extra = {
-            "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
-        return result
+            result = soft_labels(resolved(context), run_ds(context))
+            context["outlet_events"][soft_labels_out].extra = {
+                "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
+            return result
 
     @task(pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4))
     def distill_student(labelled: dict, **context) -> dict:
-        from kd_tasks.nightly import distill
+        with task_guard():
+            from kd_tasks.nightly import distill
 
-        return distill(resolved(context), run_ds(context), labelled, context["run_id"])
+            return distill(resolved(context), run_ds(context), labelled, context["run_id"])
 
     @task(pool=HEAVY_POOL)
     def evaluate_student(distilled: dict, **context) -> dict:
-        from kd_tasks.nightly import evaluate
+        with task_guard():
+            from kd_tasks.nightly import evaluate
 
-        p = context["params"]
-        return evaluate(resolved(context), run_ds(context), distilled, p["dry_run"],
-                        is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
-                        force_promote=p["force_promote"], force_reason=p["force_reason"])
+            p = context["params"]
+            return evaluate(resolved(context), run_ds(context), distilled, p["dry_run"],
+                            is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
+                            force_promote=p["force_promote"], force_reason=p["force_reason"])
 
     @task.branch
     def gate_student(evaluated: dict) -> str:
@@ -163,34 +216,38 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
 
     @task(outlets=[production_out])
     def promote_student(distilled: dict, evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import promote
+        with task_guard():
+            from kd_tasks.nightly import promote
 
-        outcome = promote(resolved(context), run_ds(context), distilled, context["run_id"],
-                          reason=evaluated["action_reason"])
-        if outcome["outcome"] == "promoted":
-            context["outlet_events"][production_out].extra = {
-                "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
-                "teacher_version": distilled["teacher_version"]}
-        return outcome
+            outcome = promote(resolved(context), run_ds(context), distilled, context["run_id"],
+                              reason=evaluated["action_reason"])
+            if outcome["outcome"] == "promoted":
+                context["outlet_events"][production_out].extra = {
+                    "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
+                    "teacher_version": distilled["teacher_version"]}
+            return outcome
 
     @task
     def record_candidate(distilled: dict, evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import record_candidate
+        with task_guard():
+            from kd_tasks.nightly import record_candidate
 
-        return record_candidate(resolved(context), run_ds(context), distilled, context["run_id"],
-                                evaluated["action_reason"])
+            return record_candidate(resolved(context), run_ds(context), distilled, context["run_id"],
+                                    evaluated["action_reason"])
 
     @task
     def hold_student(evaluated: dict, **context) -> dict:
-        from kd_tasks.nightly import hold
+        with task_guard():
+            from kd_tasks.nightly import hold
 
-        return hold(resolved(context), evaluated)
+            return hold(resolved(context), evaluated)
 
     @task(trigger_rule="none_failed_min_one_success")
     def write_report(evaluated: dict, **context) -> str:
-        from kd_tasks.nightly import write_report
+        with task_guard():
+            from kd_tasks.nightly import write_report
 
-        return write_report(resolved(context), run_ds(context), context["run_id"], evaluated["run_dir"])
+            return write_report(resolved(context), run_ds(context), context["run_id"], evaluated["run_dir"])
 
     distilled = distill_student(generate_soft_labels(extract_rows()))
     evaluated = evaluate_student(distilled)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from kd_common import DEFAULT_ARGS, production_model_asset
+from kd_common import DEFAULT_ARGS, task_guard, production_model_asset, version_param
 
 USE_CASE = "product_category"
 PRODUCTION_MODEL = production_model_asset(USE_CASE)
@@ -24,23 +24,23 @@ PRODUCTION_MODEL = production_model_asset(USE_CASE)
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params={"version": Param(None, type=["null", "string"],
-                             description="Version to export on a manual run; default: the triggering "
-                                         "event's version, else production.")},
+    params={"version": version_param("Version to export on a manual run (12 hex digits); default: the "
+                                     "triggering event's version, else production.")},
     tags=["kd", "product_category", "export"],
     doc_md=__doc__,
 )
 def kd_export_production_model():
     @task
     def export_production_model(**context) -> dict:
-        from kd_tasks.config import get_use_case
-        from kd_tasks.export import export_production
+        with task_guard():
+            from kd_tasks.config import get_use_case
+            from kd_tasks.export import export_production
 
-        version = context["params"].get("version")
-        for events in (context.get("triggering_asset_events") or {}).values():
-            for event in events:  # oldest first: the last promotion wins
-                version = (event.extra or {}).get("version", version)
-        return export_production(get_use_case(USE_CASE), version=version)
+            version = context["params"].get("version")
+            for events in (context.get("triggering_asset_events") or {}).values():
+                for event in events:  # oldest first: the last promotion wins
+                    version = (event.extra or {}).get("version", version)
+            return export_production(get_use_case(USE_CASE), version=version)
 
     export_production_model()
 

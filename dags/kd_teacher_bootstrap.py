@@ -12,10 +12,13 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from kd_common import DATE_PATTERN, DEFAULT_ARGS, run_ds, warehouse_uri
+from kd_common import DEFAULT_ARGS, ds_param, task_guard, run_ds, warehouse_uri
 from kd_tasks.config import USE_CASES, TeacherTrainConfig
 
 _T = TeacherTrainConfig()
+# Every use case's extract params, typed as declared: a misspelled key or a string is refused before a run exists.
+SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", "minimum": 1}
+              for uc in USE_CASES.values() for name, value in uc.extract_params.items()}
 
 
 @dag(
@@ -41,12 +44,12 @@ _T = TeacherTrainConfig()
         "max_rows": Param(None, type=["null", "integer"], minimum=1,
                           description="Cap on gold rows used for training (CPU time grows with it); empty = "
                                       "the use case's declaration."),
-        "sql_params": Param({}, type="object",
+        "sql_params": Param({}, type="object", additionalProperties=False, properties=SQL_PARAMS,
                             description="Values for the use case's extract_params, e.g. {\"label_horizon_days\": 7, "
-                                        "\"candidate_days\": 28} for Online Retail; empty = the declaration."),
+                                        "\"candidate_days\": 28} for Online Retail; empty = the declaration. "
+                                        f"Known: {sorted(SQL_PARAMS)}."),
         "warehouse_conn_id": Param("", type="string", description="Airflow connection id; empty = default warehouse."),
-        "ds": Param(None, type=["null", "string"], pattern=DATE_PATTERN,
-                    description="Use gold rows listed up to this date; default: the logical date."),
+        "ds": ds_param("Use gold rows listed up to this date; default: the logical date."),
     },
     tags=["kd", "teacher"],
     doc_md=__doc__,
@@ -56,12 +59,13 @@ def kd_teacher_bootstrap():
     def bootstrap_teacher(**context) -> dict:
         from kd_tasks.nightly import bootstrap, resolve_use_case
 
-        params = context["params"]
-        use_case = resolve_use_case(params["use_case"], params.get("sql_params") or {})
-        return bootstrap(use_case, run_ds(context), warehouse_uri(context),
-                         base_model=params["base_model"] or None, force=params["force"],
-                         train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")
-                                if params.get(k) is not None})
+        with task_guard():
+            params = context["params"]
+            use_case = resolve_use_case(params["use_case"], {}, sql_params=params.get("sql_params") or {})
+            return bootstrap(use_case, run_ds(context), warehouse_uri(context),
+                             base_model=params["base_model"] or None, force=params["force"],
+                             train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")
+                                    if params.get(k) is not None})
 
     bootstrap_teacher()
 

@@ -6,8 +6,11 @@
     python -m kd_tasks.cli load-events --source taobao --file UserBehavior.csv.gz
     python -m kd_tasks.cli bootstrap-teacher --ds 2024-01-10
     python -m kd_tasks.cli report --ds 2024-01-10
+    python -m kd_tasks.cli rollback --version 3f2a9c01b7de --reason "INC-42"
+    python -m kd_tasks.cli sweep                # remove leftovers of killed writes under KD_HOME
 
 The warehouse is ``--warehouse`` (a URI), else ``$KD_WAREHOUSE``, else ``sqlite:///$KD_HOME/warehouse.db``.
+Errors are one line naming the fix; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import default_warehouse_uri, get_use_case, kd_home
+from .config import USE_CASES, default_warehouse_uri, get_use_case, kd_home
 
 DEFAULT_FASHION = Path(os.environ.get("KD_DATASETS", "../shared/datasets")) / "fashion_product_styles"
 
@@ -28,12 +31,19 @@ def _add_dates(p: argparse.ArgumentParser) -> None:
                    help="undated rows are spread over --days days ending here (stable per row id)")
     p.add_argument("--days", type=int, default=10, help="number of listing days for undated rows")
     p.add_argument("--replace", action="store_true", help="empty the products table before loading")
+    p.add_argument("--clear-labels", action="store_true",
+                   help="let rows with an empty category erase a stored gold label (default: keep it)")
+
+
+def _add_use_case(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--use-case", default="product_category", choices=sorted(USE_CASES))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kd_tasks.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", default=None, help="warehouse URI (sqlite:///... or postgresql://...)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("seed-demo", help="load a synthetic catalogue (deterministic for --seed)")
@@ -47,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", required=True, help="column with the product title")
     p.add_argument("--label-column", required=True, help="column with the category (empty = unlabelled)")
     p.add_argument("--id-column", default=None, help="unique id column; default: derived from the title")
-    p.add_argument("--date-column", default=None, help="listing date column (YYYY-MM-DD...); default: spread")
+    p.add_argument("--date-column", default=None,
+                   help="listing date column (ISO YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS); default: spread")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of a CSV / TSV file (e.g. latin-1, cp1252)")
     _add_dates(p)
 
     p = sub.add_parser("load-fashion", help="load the Fashion Product Images catalogue")
@@ -69,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "only the days being loaded)")
 
     p = sub.add_parser("bootstrap-teacher", help="train the use case's teacher without Airflow")
-    p.add_argument("--use-case", default="product_category")
+    _add_use_case(p)
     p.add_argument("--ds", required=True, help="use gold rows listed up to this date")
     p.add_argument("--base-model", default=None, help="local HF directory; default: packaged MiniLM")
     p.add_argument("--force", action="store_true")
@@ -77,37 +89,58 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("make-tiny-base", help="save a tiny random BERT (MiniLM tokenizer) for smoke runs")
     p.add_argument("out_dir")
 
-    p = sub.add_parser("rollback", help="point production at an earlier registered version (logged)")
-    p.add_argument("--use-case", default="product_category")
-    p.add_argument("--version", required=True, help="a version under registry/<use_case>/versions/")
+    p = sub.add_parser("rollback", help="point production at an earlier registered version (logged); works "
+                                        "when the alias or the log is damaged")
+    _add_use_case(p)
+    p.add_argument("--version", required=True, help="a version under registry/<use_case>/versions/ (12 hex digits)")
     p.add_argument("--reason", required=True, help="why; written to the promotion log")
 
     p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, lost_race, rolled_back)")
-    p.add_argument("--use-case", default="product_category")
+    _add_use_case(p)
     p.add_argument("--last", type=int, default=20)
 
     p = sub.add_parser("report", help="print the latest run report for a date")
-    p.add_argument("--use-case", default="product_category")
+    _add_use_case(p)
     p.add_argument("--ds", required=True)
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
 
+    p = sub.add_parser("sweep", help="remove temporary files and folders of killed writes under KD_HOME")
+    p.add_argument("--older-than-hours", type=float, default=24.0,
+                   help="also remove other hosts' leftovers older than this (this host's: when their writer is dead)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except Exception as exc:  # one readable line for a person; --debug for the traceback
+        if args.debug:
+            raise
+        from .warehouse import redact
+
+        message = str(exc).replace(args.warehouse, redact(args.warehouse)) if args.warehouse else str(exc)
+        print(f"error: {' '.join(message.split())}  (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     uri = args.warehouse or default_warehouse_uri()
     from . import warehouse
+
+    shown = warehouse.redact(uri)
 
     if args.command == "seed-demo":
         from .synthetic import generate_catalogue
 
         rows = generate_catalogue(args.rows, args.days, args.end_date, args.gold_fraction, args.seed)
-        n = warehouse.load_products(uri, rows, replace=args.replace)
-        print(f"loaded {n} synthetic products ({sum(r['category'] is not None for r in rows)} labelled) into {uri}")
+        n = warehouse.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
+        print(f"loaded {n} synthetic products ({sum(r['category'] is not None for r in rows)} labelled) into "
+              f"{shown}; {_table_line(uri)}")
     elif args.command == "load-catalogue":
-        n = warehouse.load_catalogue_file(uri, args.file, text_column=args.text_column,
+        n = warehouse.load_catalogue_file(uri, args.file, encoding=args.encoding, text_column=args.text_column,
                                           label_column=args.label_column, id_column=args.id_column,
                                           date_column=args.date_column, end_date=args.end_date,
-                                          days=args.days, replace=args.replace)
-        print(f"loaded {n} products from {args.file} into {uri}")
+                                          days=args.days, replace=args.replace, clear_labels=args.clear_labels)
+        print(f"loaded {n} products from {args.file} into {shown}; {_table_line(uri)}")
     elif args.command == "load-fashion":
         from .data import is_holdout
 
@@ -119,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:  # hide labels on a stable share of rows: the "most rows are unlabelled" reality
             if not is_holdout("gold:" + r["product_id"], keep):
                 r["category"] = None
-        n = warehouse.load_products(uri, rows, replace=args.replace)
+        n = warehouse.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
         print(f"loaded {n} fashion products ({sum(r['category'] is not None for r in rows)} labelled with "
-              f"{args.label}) into {uri}")
+              f"{args.label}) into {shown}; {_table_line(uri)}")
     elif args.command == "load-events":
         from .events import load_events, read_online_retail, read_taobao, select_days
 
@@ -129,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = select_days(rows, args.first_day, args.last_day)
         result = load_events(uri, rows, replace=args.replace)
         print(f"loaded {result['events']} events over {result['days']} days ({result['first_day']}.."
-              f"{result['last_day']}) into {uri}; dropped {dropped}")
+              f"{result['last_day']}) into {shown}; dropped {dropped}")
     elif args.command == "bootstrap-teacher":
         from .nightly import bootstrap
 
@@ -144,24 +177,49 @@ def main(argv: list[str] | None = None) -> int:
         result = rollback(args.use_case, args.version, args.reason)
         print(f"production of {args.use_case} now {result['version']} (was {result['previous']})")
     elif args.command == "promotions":
-        from .registry import champion, promotion_log
+        from .registry import alias_version, promotion_log
 
         for e in promotion_log(args.use_case)[-args.last:]:
-            print(f"{e['at'][:19]}  {e['outcome']:<11} {e['version']}  ds={e.get('ds')}  prev={e.get('previous')}  "
-                  f"{e.get('reason', '')}")
-        champ = champion(args.use_case)
-        print(f"production: {champ['version'] if champ else '(none)'}")
+            print(f"{str(e.get('at'))[:19]}  {e.get('outcome', '?'):<14} {e.get('version')}  ds={e.get('ds')}  "
+                  f"prev={e.get('previous')}  {e.get('reason', '')}")
+        print(f"production: {alias_version(args.use_case) or '(none)'}")
     elif args.command == "report":
-        from .report import format_report
+        return _report(args)
+    elif args.command == "sweep":
+        from .files import sweep
 
-        runs = sorted((kd_home() / "runs" / args.use_case).glob("*/report.json"), key=lambda p: p.stat().st_mtime)
-        reports = [json.loads(p.read_text()) for p in runs]
-        reports = [r for r in reports if r["ds"] == args.ds]
-        if not reports:
-            print(f"no run report for {args.use_case} ds={args.ds} under {kd_home() / 'runs'}; run the DAG first",
-                  file=sys.stderr)
-            return 1
-        print(json.dumps(reports[-1], indent=2) if args.json else format_report(reports[-1]))
+        removed = sweep(kd_home(), stale_after_s=args.older_than_hours * 3600)
+        print(f"removed {len(removed)} leftover(s) of killed writes under {kd_home()}")
+    return 0
+
+
+def _table_line(uri: str) -> str:
+    from .warehouse import count_products
+
+    counts = count_products(uri)
+    return f"the products table now holds {counts['rows']} rows ({counts['labelled']} with a gold label)"
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .files import IntegrityError, read_json
+    from .lake import parse_ds
+    from .report import format_report
+
+    parse_ds(args.ds)
+    reports = []
+    for p in sorted((kd_home() / "runs" / args.use_case).glob("*/report.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            report = read_json(p, "run report", "rerun the write_report task of that run")
+        except IntegrityError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        if isinstance(report, dict) and report.get("ds") == args.ds:
+            reports.append(report)
+    if not reports:
+        print(f"no run report for {args.use_case} ds={args.ds} under {kd_home() / 'runs'}; run the DAG first",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(reports[-1], indent=2) if args.json else format_report(reports[-1]))
     return 0
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from .names import InputError
+
 T = TypeVar("T")
 
 STUDENT_SIZES = {
@@ -28,7 +30,7 @@ STUDENT_FAMILIES = ("hashed_ngram_mlp", "tabular_mlp")  # text in, or a matrix o
 TEACHER_FAMILIES = ("hf_sequence_classifier", "tabular_mlp")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is unknown or out of range."""
 
 
@@ -203,6 +205,11 @@ class UseCase:
             extra = sorted(set(top["extract_params"]) - set(self.extract_params))
             if extra:
                 raise ConfigError(f"{self.name} has no extract params {extra}; known: {sorted(self.extract_params)}")
+            for key, value in top["extract_params"].items():
+                declared = self.extract_params[key]
+                if isinstance(value, bool) or not isinstance(value, type(declared)) or value < 1:
+                    raise ConfigError(f"extract param {key}={value!r} must be a {type(declared).__name__} >= 1 "
+                                      f"(declared default {declared!r})")
             top["extract_params"] = {**self.extract_params, **top["extract_params"]}
         return dataclasses.replace(self, distill=new_distill, gate=new_gate, **top)
 

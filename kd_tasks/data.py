@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import lake
 from .config import UseCase
@@ -69,10 +68,10 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
             continue
         columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
                                       *(use_case.teacher_columns if with_teacher_inputs else ())]))
-        extract = pq.read_table(src, columns=columns)
+        extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home), columns=columns)
         soft_path = lake.soft_label_path(use_case.name, teacher_version, day, home)
-        soft = lake.read_partition(soft_path, "soft-label",
-                                   f"run generate_soft_labels for ds={ds} (it labels the whole window)")
+        soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged partitions of the whole window)"
+        soft = lake.read_partition(soft_path, "soft-label", soft_fix)
         ids = extract.column(use_case.id_column).to_pylist()
         soft_ids = soft.column("row_id").to_pylist()
         if soft_ids != ids:
@@ -80,7 +79,7 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
                 f"soft labels for ds={day} have {len(soft_ids)} rows but the extract has {len(ids)} "
                 f"(or a different order); rerun generate_soft_labels for ds={day}"
             )
-        if lake.read_provenance(soft_path).get("label_names") != label_names:
+        if lake.read_provenance(soft_path, "soft-label", soft_fix).get("label_names") != label_names:
             raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
         width = soft.schema.field("logits").type.list_size
         logits = np.asarray(soft.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),

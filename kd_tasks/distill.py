@@ -5,7 +5,6 @@ budget and alpha = 0 (cross-entropy only), so every night shows what the teacher
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -15,9 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import registry
+from . import files, registry
 from .config import DistillConfig, UseCase
 from .data import Window, load_window
+from .files import IntegrityError
 from .families import load_student, new_student, student_class
 from .losses import LOSSES, NO_LABEL
 from .teacher import content_version
@@ -81,27 +81,41 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: s
                     unknown_gold)
 
     init, warm_from = None, None
-    champ = registry.champion(use_case.name, home)
-    if cfg.warm_start and champ is not None:
-        candidate = load_student(champ["path"])
-        if candidate.compatible_with(new_student(use_case, train.label_names, cfg.student_size, train.inputs)):
-            init, warm_from = candidate, champ["version"]
-            log.info("warm start from champion %s", warm_from)
-        else:
+    champion_version = registry.alias_version(use_case.name, home)  # what evaluation and the swap compare to
+    # Warm-start from the champion as of this night's first run, so a rerun with the same inputs gives
+    # the same student even after the first run promoted its own.
+    night_champion = registry.night_champion(use_case.name, ds, home, run_id=run_dir.name) if cfg.warm_start else None
+    if night_champion is not None:
+        try:
+            candidate = load_student(registry.verify_version(use_case.name, night_champion, home))
+        except IntegrityError as exc:
+            log.warning("cannot warm-start: %s; training from scratch", exc)
+            candidate = None
+        if candidate is not None and candidate.compatible_with(
+                new_student(use_case, train.label_names, cfg.student_size, train.inputs)):
+            init, warm_from = candidate, night_champion
+            log.info("warm start from %s, the champion when the first run for ds=%s started", warm_from, ds)
+        elif candidate is not None:
             log.info("champion %s has another family, label set, size or features; training from scratch",
-                     champ["version"])
+                     night_champion)
 
     family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
     student = train_student(train, cfg, init, "student_kd", **family)
     baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard", **family)
 
+    empty = student.empty_inputs(train.inputs)
+    if empty:
+        log.warning("%d of %d training rows (%.1f%%) featurise to nothing (no word the student's featuriser "
+                    "keeps): the student sees them all as one input", empty, len(train.ids),
+                    100.0 * empty / max(len(train.ids), 1))
     out = {}
     for name, model in (("student", student), ("baseline", baseline)):
         d = model.save(run_dir / name)
         out[name] = {"dir": str(d), "version": content_version(d)}
     config = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version,
               "distill": asdict(cfg), "window": window.days, "warm_started_from": warm_from,
-              "train_rows": len(train.ids), "gold_rows": n_gold}
-    (run_dir / "distill.json").write_text(json.dumps(config, indent=2))
-    return {**out, "warm_started_from": warm_from, "champion_version": champ["version"] if champ else None, "train_rows": len(train.ids), "gold_rows": n_gold,
-            "window": window.days}
+              "train_rows": len(train.ids), "gold_rows": n_gold, "empty_input_rows": empty,
+              "empty_input_share": round(empty / max(len(train.ids), 1), 6)}
+    files.write_json(run_dir / "distill.json", config)
+    return {**out, "warm_started_from": warm_from, "champion_version": champion_version,
+            "train_rows": len(train.ids), "gold_rows": n_gold, "window": window.days}

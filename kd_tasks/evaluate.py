@@ -6,7 +6,6 @@ every model (tokenisation / featurisation included, batch 1 and batch 64).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,10 +13,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import registry
+from . import files, registry
 from .config import UseCase
 from .data import load_window
 from .families import load_student, take
+from .files import IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,13 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: 
     students = {"student": load_student(run_dir / "student"), "baseline": load_student(run_dir / "baseline")}
     champ_path = None
     if champion_version is not None:
-        champ_path = registry.registry_dir(use_case.name, home) / "versions" / champion_version
-        students["champion"] = load_student(champ_path)
         models["champion"] = {"version": champion_version}
+        try:  # a damaged champion must not block every later night: it is reported, not compared
+            champ_path = registry.verify_version(use_case.name, champion_version, home)
+            students["champion"] = load_student(champ_path)
+        except IntegrityError as exc:
+            log.error("champion %s cannot be evaluated: %s", champion_version, exc)
+            models["champion"]["error"] = str(exc)
     for name in students:
         models.setdefault(name, {})
 
@@ -164,7 +168,7 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: 
     report = {"use_case": use_case.name, "ds": ds, "task": use_case.task, "metric": use_case.gate.metric,
               "eval_rows": len(held.ids), "window": window.days, "teacher_version": teacher_version,
               "champion_version": champion_version, "models": models}
-    (run_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    files.write_json(run_dir / "evaluation.json", report)
     metric = use_case.gate.metric
     for name, m in models.items():
         log.info("%-9s %s %s params %s", name, metric, _fmt(m.get(metric)), m.get("params"))

@@ -117,7 +117,7 @@ def load_events(uri: str, rows: Sequence[Mapping[str, Any]], replace: bool = Fal
         warehouse.execute_many(conn, uri, "warehouse/insert_event.sql", rows)
     dates = sorted({r["event_date"] for r in rows})
     log.info("loaded %d events over %d days (%s..%s) into %s", len(rows), len(dates), dates[0], dates[-1],
-             uri.split("@")[-1])
+             warehouse.redact(uri))
     return {"events": len(rows), "days": len(dates), "first_day": dates[0], "last_day": dates[-1]}
 
 

@@ -10,21 +10,18 @@ reference, and ``export.json`` pins its parameters.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from . import lake, registry
+from . import files, lake, names, registry
 from .config import UseCase
 from .data import is_holdout
-from .student import Student, batch_inputs
+from .student import FEATURIZERS, Student, batch_inputs
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +36,8 @@ def held_out_texts(use_case: UseCase, days: list[str], home: Path | None = None)
     for day in days:
         path = lake.extract_path(use_case.name, day, home)
         if path.exists():
-            t = pq.read_table(path, columns=[use_case.id_column, use_case.text_column])
+            t = lake.read_partition(path, "extract", lake.extract_fix(use_case.name, day, home),
+                                    columns=[use_case.id_column, use_case.text_column])
             for rid, text in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
                 if is_holdout(rid, use_case.holdout_percent):
                     texts.append(text)
@@ -56,30 +54,31 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
         raise ValueError(f"export supports {Student.family} students; {use_case.name} serves "
                          f"{use_case.student_family} models from the registry directory as they are")
     if version is None:
-        champ = registry.champion(use_case.name, home)
-        if champ is None:
+        version = registry.alias_version(use_case.name, home)
+        if version is None:
             raise ValueError(f"{use_case.name} has no production model yet; run the nightly DAG until one is promoted")
-        version = champ["version"]
-    vdir = registry.registry_dir(use_case.name, home) / "versions" / version
-    manifest = json.loads((vdir / "manifest.json").read_text())
+    vdir = registry.verify_version(use_case.name, names.version(version), home)
+    manifest = registry.version_manifest(use_case.name, version, home)
     student = Student.load(vdir)
     texts = held_out_texts(use_case, manifest["data_window"], home)
     if not texts:
         raise ValueError(f"no held-out rows in the extract partitions {manifest['data_window']} to smoke-test "
                          f"version {version}; they may have been deleted — re-run extract_products for them")
 
-    example = batch_inputs(texts[:2], student.n_buckets)
+    example = batch_inputs(texts[:2], student.n_buckets, student.featurizer)
     program = export(student.net.eval(), example, dynamic_shapes={
         "ids": {0: Dim("n_ids", min=1, max=1 << 30)}, "offsets": {0: Dim("batch", min=1, max=1 << 24)}})
 
-    out = registry.registry_dir(use_case.name, home) / "exports" / version
-    tmp = out.parent / f".{version}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
+    out = names.child(registry.registry_dir(use_case.name, home) / "exports", version)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files.sweep_siblings(out)
+    tmp = files.temp_path(out)
+    tmp.mkdir()
     try:
         torch.export.save(program, tmp / "student.pt2")
         loaded = torch.export.load(tmp / "student.pt2").module()
         with torch.inference_mode():
-            exported = np.concatenate([loaded(*batch_inputs(texts[i:i + 256], student.n_buckets)).numpy()
+            exported = np.concatenate([loaded(*batch_inputs(texts[i:i + 256], student.n_buckets, student.featurizer)).numpy()
                                        for i in range(0, len(texts), 256)])
         reference = student.logits(texts)
         diff = float(np.abs(exported - reference).max())
@@ -92,14 +91,16 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
         info = {"version": version, "format": "torch.export ExportedProgram (student.pt2)",
                 "inputs": "ids: int64[n_ids] bucket ids; offsets: int64[batch] start of each row",
                 "featurizer": {"name": "kd_tasks.student.featurize", "n_buckets": student.n_buckets,
-                               "features": "lower-cased [a-z0-9]+ words, word bigrams, char 3-5-grams of <word>, "
-                                           "zlib.crc32 mod n_buckets"},
+                               "version": student.featurizer, "features": FEATURIZERS[student.featurizer]},
                 "label_names": student.label_names, "teacher_version": manifest.get("teacher_version"),
                 "smoke_test": {"rows": len(texts), "same_top1": same, "max_abs_logit_diff": diff}}
-        (tmp / "export.json").write_text(json.dumps(info, indent=2))
+        files.write_json(tmp / "export.json", info)
+        files.write_manifest(tmp)
+        old = files.temp_path(out, "old")
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)
         os.replace(tmp, out)
+        files.remove_tree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s; smoke test on %d held-out rows: same top-1, max |diff| %.2e",

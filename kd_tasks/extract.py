@@ -49,7 +49,7 @@ def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,
         )
     if table.num_rows == 0:
         raise EmptyPartitionError(
-            f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({warehouse_uri.split('@')[-1]}); "
+            f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({warehouse.redact(warehouse_uri)}); "
             "check that the warehouse was loaded for these dates, or set on_empty='skip' to skip such days"
         )
     table = table.sort_by(use_case.id_column)  # byte order: identical whatever the database's collation

@@ -6,12 +6,12 @@ which use case it is running.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import files
 from .config import UseCase
 
 
@@ -69,7 +69,8 @@ def load_student(directory: str | Path) -> Any:
     cfg_path = directory / "student.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{directory} is not a student directory (needs student.json and its weights)")
-    family = json.loads(cfg_path.read_text()).get("family", "hashed_ngram_mlp")
+    cfg = files.read_json(cfg_path, "student config", "retrain or restore this student")
+    family = cfg.get("family", "hashed_ngram_mlp") if isinstance(cfg, dict) else None
     return student_class(family).load(directory)
 
 

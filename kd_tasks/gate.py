@@ -5,7 +5,8 @@ Checks, each recorded with its value and threshold:
 - ``eval_rows``: enough gold-labelled held-out rows to judge at all;
 - ``teacher_retention``: student metric >= min_teacher_retention x teacher metric;
 - ``champion_regression``: student metric >= champion metric - max_champion_regression
-  (passes by definition on the first run, when there is no champion);
+  (passes by definition on the first run, when there is no champion, and when the champion's files
+  fail verification: a damaged production model must not block every later night; the report says so);
 - ``size_budget``: student bytes on disk <= max_student_bytes;
 - ``latency_budget``: student CPU p50 at batch 1 <= max_student_p50_ms_b1.
 
@@ -41,6 +42,10 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
     champ = models.get("champion")
     if champ is None:
         checks.append(_check("champion_regression", True, None, None, "first run: no champion to compare against"))
+    elif champ.get("error"):
+        checks.append(_check("champion_regression", True, None, None,
+                             f"champion {report.get('champion_version')} is damaged and was not compared "
+                             f"({champ['error']})"))
     elif enough and s_f1 is not None and champ.get(metric) is not None:
         need = champ[metric] - gate.max_champion_regression
         checks.append(_check("champion_regression", s_f1 >= need, round(s_f1, 4), round(need, 4),

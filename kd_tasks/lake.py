@@ -1,27 +1,33 @@
-"""Date-partitioned Parquet under KD_HOME, written atomically.
+"""Date-partitioned Parquet under KD_HOME, each partition verified on every read.
 
 Layout::
 
-    lake/<use_case>/extract/ds=YYYY-MM-DD/part-0.parquet
-    lake/<use_case>/soft_labels/teacher=<version>/ds=YYYY-MM-DD/part-0.parquet
+    lake/<use_case>/extract/ds=YYYY-MM-DD/part-0.parquet + _kd_files.json
+    lake/<use_case>/soft_labels/teacher=<version>/ds=YYYY-MM-DD/part-0.parquet + _kd_files.json
 
-A partition is one file. It is written under a hidden temporary name in the same directory and then
-``os.replace``-d over the final name, so a reader sees the old partition or the new one, never half of
-one. Provenance (SQL hash, window, teacher version, ...) lives in the Parquet key-value metadata.
+A partition is one Parquet file (page checksums on) plus its manifest (``files.write_manifest``: size
+and sha256), written last. The file is written under a temporary name and renamed into place, so a
+reader sees the old file or the new one; the manifest then tells a complete partition from one whose
+bytes changed since (a crash between the two writes, a flipped bit, a truncation): such a partition is
+refused with its path and the fix, and the soft-label stage relabels it by itself. A partition written
+before manifests existed is checked by decoding it whole and then given a manifest. Provenance (SQL
+hash, window, teacher version, ...) lives in the Parquet key-value metadata.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import uuid
+import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import files, names
 from .config import kd_home
+
+log = logging.getLogger(__name__)
 
 PART_FILE = "part-0.parquet"
 META_KEY = b"kd_provenance"
@@ -32,10 +38,7 @@ class PartitionMissingError(FileNotFoundError):
 
 
 def parse_ds(ds: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(ds)
-    except (TypeError, ValueError):
-        raise ValueError(f"ds must be a date YYYY-MM-DD, got {ds!r}") from None
+    return dt.date.fromisoformat(names.ds(ds))
 
 
 def day_index(ds: str) -> int:
@@ -50,38 +53,73 @@ def window_days(ds: str, days: int) -> list[str]:
 
 
 def extract_path(use_case: str, ds: str, home: Path | None = None) -> Path:
-    return (home or kd_home()) / "lake" / use_case / "extract" / f"ds={parse_ds(ds)}" / PART_FILE
+    base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "extract"
+    return base / f"ds={parse_ds(ds)}" / PART_FILE
 
 
 def soft_label_path(use_case: str, teacher_version: str, ds: str, home: Path | None = None) -> Path:
-    return ((home or kd_home()) / "lake" / use_case / "soft_labels" / f"teacher={teacher_version}"
-            / f"ds={parse_ds(ds)}" / PART_FILE)
+    base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "soft_labels"
+    return base / f"teacher={names.version(teacher_version, 'teacher version')}" / f"ds={parse_ds(ds)}" / PART_FILE
 
 
 def write_partition(table: pa.Table, path: Path, provenance: Mapping[str, Any]) -> Path:
-    """Write ``table`` to ``path`` atomically, with ``provenance`` in the file metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``table`` to ``path`` atomically, with ``provenance`` in the file metadata, then its manifest."""
     meta = dict(table.schema.metadata or {})
     meta[META_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)  # atomic on POSIX: readers see old or new, never partial
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with files.atomic_path(path) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True)
+    files.fault_point("partition_written")
+    files.write_manifest(path.parent, [path.name])
     return path
 
 
-def read_provenance(path: Path) -> dict[str, Any]:
-    meta = pq.read_schema(path).metadata or {}
-    raw = meta.get(META_KEY)
+def check_partition(path: Path, what: str, fix: str) -> None:
+    """Verify a partition against its manifest; an older one without a manifest is decoded whole and,
+    if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``."""
+    if not path.is_file():
+        raise PartitionMissingError(f"{what} partition {path} does not exist; {fix}")
+    if files.has_manifest(path.parent):
+        files.verify(path.parent, f"{what} partition", fix, only=[path.name])
+        return
+    try:  # written before manifests: decode every page (checksums too) before trusting it
+        pq.read_table(path, page_checksum_verification=True)
+        if META_KEY not in (pq.read_schema(path).metadata or {}):
+            raise ValueError("no provenance metadata")
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise files.IntegrityError(f"{what} partition {path} is damaged ({type(exc).__name__}: {exc}); {fix}") from None
+    files.write_manifest(path.parent, [path.name])
+    log.info("verified %s (written before manifests) and gave it a manifest", path)
+
+
+def is_sound(path: Path, what: str) -> bool:
+    """True when the partition exists and verifies; a damaged one is logged and reported False."""
+    try:
+        check_partition(path, what, "")
+    except PartitionMissingError:
+        return False
+    except files.IntegrityError as exc:
+        log.warning("%s", str(exc).rstrip("; "))
+        return False
+    return True
+
+
+def read_provenance(path: Path, what: str = "lake", fix: str = "rewrite the partition") -> dict[str, Any]:
+    check_partition(path, what, fix)
+    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
 
-def read_partition(path: Path, what: str, fix: str) -> pa.Table:
-    """Read one partition; a missing file raises an error that says how to produce it."""
-    if not path.exists():
-        raise PartitionMissingError(f"{what} partition {path} does not exist; {fix}")
-    return pq.read_table(path)
+def read_partition(path: Path, what: str, fix: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one verified partition; a missing or damaged file raises an error that says how to produce it."""
+    check_partition(path, what, fix)
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None,
+                             page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise files.IntegrityError(f"{what} partition {path} could not be read ({exc}); {fix}") from None
+
+
+def extract_fix(use_case: str, day: str, home: Path | None = None) -> str:
+    return (f"re-extract it: run the nightly DAG of {use_case} for ds={day} again, or delete the folder "
+            f"{extract_path(use_case, day, home).parent} to leave that day out of training windows")

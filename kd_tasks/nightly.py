@@ -5,14 +5,13 @@ passes paths through XCom, never data.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import gate, lake, registry, warehouse
+from . import files, gate, lake, registry, warehouse
 from .config import TeacherTrainConfig, UseCase, from_dict, get_use_case, kd_home
 from .data import is_holdout
 from .distill import distill_student
@@ -21,7 +20,7 @@ from .extract import extract_partition, sql_params
 from .families import train_teacher
 from .report import format_report
 from .soft_labels import generate_soft_labels
-from .teacher import load_teacher
+from .teacher import TeacherError, load_teacher, recover_teacher
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +28,18 @@ log = logging.getLogger(__name__)
 DISTILL_PARAMS = ("temperature", "alpha", "epochs", "learning_rate", "seed", "student_size", "lookback_days")
 
 
-def resolve_use_case(name: str, params: Mapping[str, Any] | None = None) -> UseCase:
-    """The declared use case with the run's Params applied (validated by the config classes)."""
+def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
+                     sql_params: Mapping[str, Any] | None = None) -> UseCase:
+    """The declared use case with the run's Params applied (validated by the config classes).
+
+    ``params`` are a nightly run's Params (extract params among them, by name); ``sql_params`` are
+    extract params given apart (the bootstrap DAG), where an unknown name is an error."""
     params = dict(params or {})
     distill = {k: params[k] for k in DISTILL_PARAMS if params.get(k) is not None}
     top: dict[str, Any] = {k: params[k] for k in ("extract_lookback_days",) if params.get(k) is not None}
     declared = get_use_case(name)
     sql = {k: params[k] for k in declared.extract_params if params.get(k) is not None}
+    sql.update(sql_params or {})
     if sql:
         top["extract_params"] = sql
     return declared.with_overrides(distill=distill, **top)
@@ -56,10 +60,14 @@ def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | 
     """
     train_config = from_dict(TeacherTrainConfig, {**asdict(use_case.teacher_train), **(train or {})})
     target = use_case.resolved_teacher_dir()
-    if not force and target.is_dir():
-        teacher = load_teacher(target)  # verifies it; a broken one raises and says how to fix it
-        log.info("teacher %s already exists at %s; pass force=True to retrain", teacher.version, target)
-        return {"version": teacher.version, "path": str(target), "trained": False}
+    if not force and (target.is_dir() or recover_teacher(target)):
+        try:
+            teacher = load_teacher(target)  # verifies it
+        except TeacherError as exc:
+            log.warning("the existing teacher is unusable, training a new one: %s", exc)
+        else:
+            log.info("teacher %s already exists at %s; pass force=True to retrain", teacher.version, target)
+            return {"version": teacher.version, "path": str(target), "trained": False}
     start_ds = (lake.window_days(ds, use_case.teacher_lookback_days)[0] if use_case.teacher_lookback_days
                 else "1970-01-01")
     table = warehouse.query_table(warehouse_uri, use_case.teacher_sql, sql_params(use_case, start_ds, ds))
@@ -94,7 +102,7 @@ def soft_labels(use_case: UseCase, ds: str) -> dict[str, Any]:
 def distill(use_case: UseCase, ds: str, labelled: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """Train the students; ``labelled`` is the soft-label stage's result (recorded in the run report)."""
     run_dir = run_dir_for(use_case, run_id)
-    (run_dir / "soft_labels.json").write_text(json.dumps(dict(labelled), indent=2))
+    files.write_json(run_dir / "soft_labels.json", dict(labelled))
     result = distill_student(use_case, ds, labelled["teacher_version"], run_dir)
     return {**result, "run_dir": str(run_dir), "teacher_version": labelled["teacher_version"]}
 
@@ -134,22 +142,22 @@ def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: 
         decision["decision"], decision["reason"], **action_args)
     decision.update({"action": action, "action_reason": why})
     log.info("gate decision: %s (%s); action: %s (%s)", decision["decision"], decision["reason"], action, why)
-    (run_dir / "gate.json").write_text(json.dumps(decision, indent=2))
+    files.write_json(run_dir / "gate.json", decision)
     return {"run_dir": str(run_dir), "decision": decision["decision"], "reason": decision["reason"],
             "action": action, "action_reason": why}
 
 
 def _manifest(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     run_dir = Path(distilled["run_dir"])
-    distill_cfg = json.loads((run_dir / "distill.json").read_text())
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    distill_cfg = _run_file(run_dir, "distill.json", "distill_student")
+    evaluation = _run_file(run_dir, "evaluation.json", "evaluate_student")
     return {
         "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["student"]["version"],
         "data_window": distill_cfg["window"], "teacher_version": distill_cfg["teacher_version"],
         "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
         "config": {"distill": asdict(use_case.distill), "gate": asdict(use_case.gate)},
         "metrics": evaluation["models"]["student"], "warm_started_from": distill_cfg["warm_started_from"],
-        "gate": json.loads((run_dir / "gate.json").read_text()),
+        "gate": _run_file(run_dir, "gate.json", "evaluate_student"),
     }
 
 
@@ -168,8 +176,13 @@ def promote(use_case: UseCase, ds: str, distilled: Mapping[str, Any], run_id: st
     except registry.PromotionConflict as exc:
         log.warning("%s", exc)
         return _record_outcome(run_dir, {"outcome": "lost_race", "version": manifest["version"], "reason": str(exc),
-                                         "champion": (registry.champion(use_case.name) or {}).get("version")})
-    log.info("promoted %s to production (previous: %s) at %s", result["version"], result["previous"], result["path"])
+                                         "champion": registry.alias_version(use_case.name)})
+    if result["already"]:
+        log.info("version %s is already in production (a retry, or a rerun with the same inputs): nothing moved",
+                 result["version"])
+    else:
+        log.info("promoted %s to production (previous: %s) at %s", result["version"], result["previous"],
+                 result["path"])
     return _record_outcome(run_dir, {"outcome": "promoted", "reason": reason, **result})
 
 
@@ -185,15 +198,20 @@ def record_candidate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], r
 
 def hold(use_case: UseCase, evaluated: Mapping[str, Any]) -> dict[str, Any]:
     """Keep the champion. Holding is a normal outcome, not a failure."""
-    champ = registry.champion(use_case.name)
-    log.info("holding: %s; production stays %s", evaluated["reason"], champ["version"] if champ else "(none)")
-    return _record_outcome(Path(evaluated["run_dir"]), {
-        "outcome": "held", "reason": evaluated["reason"], "champion": champ["version"] if champ else None})
+    champ = registry.alias_version(use_case.name)
+    log.info("holding: %s; production stays %s", evaluated["reason"], champ or "(none)")
+    return _record_outcome(Path(evaluated["run_dir"]), {"outcome": "held", "reason": evaluated["reason"],
+                                                        "champion": champ})
 
 
 def _record_outcome(run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
-    (run_dir / "outcome.json").write_text(json.dumps(outcome, indent=2))
+    files.write_json(run_dir / "outcome.json", outcome)
     return outcome
+
+
+def _run_file(run_dir: Path, name: str, task: str) -> Any:
+    """A JSON file of the run directory, written by ``task``; damaged or missing: clear that task."""
+    return files.read_json(run_dir / name, "run file", f"clear the {task} task of this run so it writes it again")
 
 
 def write_report(use_case: UseCase, ds: str, run_id: str, run_dir: str) -> str:
@@ -201,12 +219,11 @@ def write_report(use_case: UseCase, ds: str, run_id: str, run_dir: str) -> str:
     run_dir = Path(run_dir)
     report = {
         "use_case": use_case.name, "ds": ds, "run_id": run_id,
-        "soft_labels": json.loads((run_dir / "soft_labels.json").read_text()),
-        "evaluation": json.loads((run_dir / "evaluation.json").read_text()),
-        "gate": json.loads((run_dir / "gate.json").read_text()),
-        "outcome": json.loads((run_dir / "outcome.json").read_text()),
+        "soft_labels": _run_file(run_dir, "soft_labels.json", "distill_student"),
+        "evaluation": _run_file(run_dir, "evaluation.json", "evaluate_student"),
+        "gate": _run_file(run_dir, "gate.json", "evaluate_student"),
+        "outcome": _run_file(run_dir, "outcome.json", "promote_student / record_candidate / hold_student"),
     }
-    path = run_dir / "report.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = files.write_json(run_dir / "report.json", report)
     log.info("run report %s\n%s", path, format_report(report))
     return str(path)

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import lake
 from .config import UseCase
@@ -56,28 +55,33 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
     """Label every extract partition in the window ending at ``ds`` that lacks current soft labels.
 
     Returns ``{"teacher_version", "labelled": [ds...], "reused": [ds...], "missing_extract": [ds...],
-    "rows_labelled"}``. The partition for ``ds`` itself must exist.
+    "healed": [ds...], "rows_labelled"}``; ``healed`` lists partitions that failed verification (damaged
+    after they were written) and were relabelled. The partition for ``ds`` itself must exist.
     """
     days = lake.window_days(ds, lookback_days or use_case.distill.lookback_days)
     version = teacher_version(use_case)
     teacher = None
     result: dict[str, Any] = {"teacher_version": version, "labelled": [], "reused": [],
-                              "missing_extract": [], "rows_labelled": 0}
+                              "missing_extract": [], "healed": [], "rows_labelled": 0}
     for day in days:
         src = lake.extract_path(use_case.name, day, home)
         if not src.exists():
             if day == ds:
-                lake.read_partition(src, "extract", f"run extract_products for ds={ds} first")
+                lake.read_partition(src, "extract", f"run the extract task for ds={ds} first")
             result["missing_extract"].append(day)
             continue
-        extract = pq.read_table(src)
+        extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home))
         ids = extract.column(use_case.id_column).to_pylist()
         inputs = teacher_inputs(use_case, extract)
         fingerprint = extract_fingerprint(ids, inputs)
         dst = lake.soft_label_path(use_case.name, version, day, home)
-        if dst.exists() and lake.read_provenance(dst).get("extract_ids") == fingerprint:
-            result["reused"].append(day)
-            continue
+        if dst.exists():
+            if not lake.is_sound(dst, "soft-label"):
+                log.warning("relabelling ds=%s: its soft-label partition failed verification", day)
+                result["healed"].append(day)
+            elif lake.read_provenance(dst).get("extract_ids") == fingerprint:
+                result["reused"].append(day)
+                continue
         if teacher is None:
             teacher = load_teacher(use_case.resolved_teacher_dir())
             log.info("loaded teacher %s (%d outputs, %.2fM params)", version, len(teacher.label_names),
@@ -97,7 +101,7 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
         lake.write_partition(table, dst, {
             "use_case": use_case.name, "ds": day, "teacher_version": version,
             "label_names": teacher.label_names, "extract_path": str(src), "extract_ids": fingerprint,
-            "extract_provenance": lake.read_provenance(src),
+            "extract_provenance": lake.read_provenance(src, "extract", lake.extract_fix(use_case.name, day, home)),
         })
         elapsed = time.perf_counter() - started
         log.info("soft labels ds=%s: %d rows in %.1fs (%.0f rows/s) -> %s", day, len(ids), elapsed,
@@ -113,7 +117,7 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
 
 def label_names_of(use_case: UseCase, version: str, ds: str, home: Path | None = None) -> list[str]:
     path = lake.soft_label_path(use_case.name, version, ds, home)
-    names = lake.read_provenance(path).get("label_names")
+    names = lake.read_provenance(path, "soft-label", f"rerun generate_soft_labels for ds={ds}").get("label_names")
     if not names:
         raise TeacherError(f"{path} records no label names; rerun generate_soft_labels for ds={ds}")
     return list(names)

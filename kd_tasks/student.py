@@ -5,8 +5,8 @@ unseen brand names, while staying ~10x smaller and ~100x faster than a MiniLM te
 """
 from __future__ import annotations
 
-import json
 import re
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -15,19 +15,59 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import files
 from .config import STUDENT_SIZES
 
-_WORD = re.compile(r"[a-z0-9]+")
 WEIGHTS = "student.safetensors"
 CONFIG = "student.json"
 
+# Featuriser versions. A student records the version it was trained with and keeps it for life, so a
+# champion or an export is always scored on the inputs it learnt from.
+#   1: lower-cased [a-z0-9]+ words only (every non-Latin title became one empty input)
+#   2: NFKC + casefold, Unicode words (letters, digits and their combining marks) and symbols such as
+#      emoji as one-character words; at most MAX_CHARS characters and MAX_WORDS words per text
+FEATURIZER_VERSION = 2
+FEATURIZERS = {
+    1: "lower-cased [a-z0-9]+ words, word bigrams, char 3-5-grams of <word>, zlib.crc32 mod n_buckets",
+    2: "NFKC + casefold; Unicode words (letters, digits, combining marks) and single symbols (emoji), "
+       "first 2000 chars / 256 words; word bigrams, char 3-5-grams of <word>, zlib.crc32 mod n_buckets",
+}
+MAX_CHARS, MAX_WORDS = 2000, 256
+_WORD_V1 = re.compile(r"[a-z0-9]+")
 
-def featurize(text: str, n_buckets: int) -> list[int]:
+
+def _words_v2(text: str) -> list[str]:
+    words: list[str] = []
+    current: list[str] = []
+    for ch in unicodedata.normalize("NFKC", text[:MAX_CHARS]).casefold():
+        cat = unicodedata.category(ch)
+        if ch.isalnum() or cat[0] == "M":
+            current.append(ch)
+            continue
+        if current:
+            words.append("".join(current))
+            current = []
+        if cat[0] == "S":  # emoji, currency and other symbols carry meaning in titles
+            words.append(ch)
+    if current:
+        words.append("".join(current))
+    return words[:MAX_WORDS]
+
+
+def words(text: str, featurizer: int = FEATURIZER_VERSION) -> list[str]:
+    if featurizer == 1:
+        return _WORD_V1.findall(text.lower())
+    if featurizer == 2:
+        return _words_v2(text)
+    raise ValueError(f"featurizer version {featurizer} is unknown; known: {sorted(FEATURIZERS)}")
+
+
+def featurize(text: str, n_buckets: int, featurizer: int = FEATURIZER_VERSION) -> list[int]:
     """Bucket ids of the text's words, word bigrams and character 3..5-grams of each word."""
-    words = _WORD.findall(text.lower())
-    grams = [f"w:{w}" for w in words]
-    grams += [f"b:{a}_{b}" for a, b in zip(words, words[1:])]
-    for w in words:
+    ws = words(text, featurizer)
+    grams = [f"w:{w}" for w in ws]
+    grams += [f"b:{a}_{b}" for a, b in zip(ws, ws[1:])]
+    for w in ws:
         padded = f"<{w}>"
         for n in (3, 4, 5):
             grams += [f"c:{padded[i:i + n]}" for i in range(len(padded) - n + 1)]
@@ -36,12 +76,13 @@ def featurize(text: str, n_buckets: int) -> list[int]:
     return [zlib.crc32(g.encode()) % n_buckets for g in grams]
 
 
-def batch_inputs(texts: Sequence[str], n_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_inputs(texts: Sequence[str], n_buckets: int,
+                 featurizer: int = FEATURIZER_VERSION) -> tuple[torch.Tensor, torch.Tensor]:
     """EmbeddingBag inputs: flat bucket ids and the offset of each text."""
     ids, offsets = [], []
     for t in texts:
         offsets.append(len(ids))
-        ids.extend(featurize(t, n_buckets))
+        ids.extend(featurize(t, n_buckets, featurizer))
     return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
 
 
@@ -72,13 +113,17 @@ class SavedStudent:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 
+    def empty_inputs(self, inputs: object) -> int:
+        """Rows whose input the family reduces to nothing (none for a family without that notion)."""
+        return 0
+
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, directory / WEIGHTS)
-        (directory / CONFIG).write_text(json.dumps({"family": self.family, **self.config()}, indent=2))
+        with files.atomic_path(directory / WEIGHTS) as tmp:
+            save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, tmp)
+        files.write_json(directory / CONFIG, {"family": self.family, **self.config()})
         return directory
 
     @classmethod
@@ -90,8 +135,13 @@ class SavedStudent:
             raise FileNotFoundError(
                 f"{directory} is not a student directory (needs {WEIGHTS} and {CONFIG})"
             )
-        student = cls.from_config(json.loads((directory / CONFIG).read_text()))
-        student.net.load_state_dict(load_file(directory / WEIGHTS))
+        cfg = files.read_json(directory / CONFIG, "student config", "retrain or restore this student")
+        student = cls.from_config(cfg)
+        try:
+            student.net.load_state_dict(load_file(directory / WEIGHTS))
+        except Exception as exc:  # safetensors and torch raise several types for a damaged file
+            raise files.IntegrityError(f"student weights {directory / WEIGHTS} could not be loaded "
+                                       f"({type(exc).__name__}: {exc}); retrain or restore this student") from None
         student.net.eval()
         return student
 
@@ -105,11 +155,15 @@ class Student(SavedStudent):
 
     family = "hashed_ngram_mlp"
 
-    def __init__(self, label_names: Sequence[str], size: str = "base", net: StudentNet | None = None):
+    def __init__(self, label_names: Sequence[str], size: str = "base", net: StudentNet | None = None,
+                 featurizer: int = FEATURIZER_VERSION):
         if size not in STUDENT_SIZES:
             raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}")
+        if featurizer not in FEATURIZERS:
+            raise ValueError(f"featurizer version {featurizer} is unknown; known: {sorted(FEATURIZERS)}")
         self.label_names = list(label_names)
         self.size = size
+        self.featurizer = featurizer
         self.n_buckets, self.dim, self.hidden = STUDENT_SIZES[size]
         self.net = net or StudentNet(self.n_buckets, self.dim, self.hidden, len(self.label_names))
 
@@ -121,7 +175,12 @@ class Student(SavedStudent):
 
     def prepare(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Featurise every row once: the hashing is the expensive part of a training step."""
-        return [batch_inputs([t], self.n_buckets)[0] for t in texts]
+        return [batch_inputs([t], self.n_buckets, self.featurizer)[0] for t in texts]
+
+    def empty_inputs(self, texts: Sequence[str]) -> int:
+        """How many texts featurise to nothing (no word the featuriser keeps): the student sees them
+        all as the same input."""
+        return sum(1 for t in texts if not words(t, self.featurizer))
 
     def forward_rows(self, prepared: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         pieces = [prepared[i] for i in idx.tolist()]
@@ -133,17 +192,18 @@ class Student(SavedStudent):
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
-                out.append(self.net(*batch_inputs(texts[i:i + batch_size], self.n_buckets)).numpy())
+                out.append(self.net(*batch_inputs(texts[i:i + batch_size], self.n_buckets, self.featurizer)).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
     def compatible_with(self, other: "Student") -> bool:
         return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
-                and self.size == other.size)
+                and self.size == other.size and getattr(other, "featurizer", None) == self.featurizer)
 
     def config(self) -> dict:
         return {"size": self.size, "label_names": self.label_names, "n_buckets": self.n_buckets,
-                "dim": self.dim, "hidden": self.hidden}
+                "dim": self.dim, "hidden": self.hidden, "featurizer": self.featurizer}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Student":
-        return cls(cfg["label_names"], cfg["size"])
+        # a student saved before featuriser versions were recorded used version 1, and keeps it
+        return cls(cfg["label_names"], cfg["size"], featurizer=int(cfg.get("featurizer", 1)))

@@ -13,19 +13,20 @@ import os
 import random
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TeacherTrainConfig
+from . import files
+from .files import FILES_MANIFEST, IntegrityError
 
 log = logging.getLogger(__name__)
 MANIFEST = "kd_manifest.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(IntegrityError):
     """The teacher directory is missing, incomplete or corrupt."""
 
 
@@ -45,11 +46,13 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def content_version(directory: Path) -> str:
-    """sha256 over every file's relative path and bytes (manifest excluded), first 12 hex digits."""
+def content_version(directory: Path, exclude: Sequence[str] = ()) -> str:
+    """sha256 over every file's relative path and bytes (manifests and hidden files excluded), first
+    12 hex digits."""
+    skip = {MANIFEST, FILES_MANIFEST, *exclude}
     h = hashlib.sha256()
-    for p in sorted(directory.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
+    for p in sorted(Path(directory).rglob("*")):
+        if p.is_file() and p.name not in skip and not p.name.startswith("."):
             h.update(str(p.relative_to(directory)).encode())
             with open(p, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -97,9 +100,17 @@ def load_teacher(path: str | Path) -> Any:
     """Load and verify a teacher directory of any family; every failure says how to get a usable teacher."""
     path = Path(path)
     fix = FIX_TEACHER  # every refusal below ends with how to get a usable teacher
+    recover_teacher(path)
     if not path.is_dir():
         raise TeacherError(f"no teacher at {path}; {fix}")
-    manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else None
+    manifest = None
+    if (path / MANIFEST).is_file():
+        try:
+            manifest = files.read_json(path / MANIFEST, "teacher manifest", fix)
+        except IntegrityError as exc:
+            raise TeacherError(str(exc)) from None
+        if not isinstance(manifest, dict):
+            raise TeacherError(f"teacher manifest {path / MANIFEST} is not a JSON object; {fix}")
     family = (manifest or {}).get("family", HF_FAMILY)
     if family not in TEACHER_WEIGHT_FILES:
         raise TeacherError(f"teacher at {path} has unknown family {family!r}; known: {sorted(TEACHER_WEIGHT_FILES)}")
@@ -110,9 +121,12 @@ def load_teacher(path: str | Path) -> Any:
         raise TeacherError(f"teacher directory {path} has no {MANIFEST} (label names, version); {fix}")
     version = content_version(path)
     if manifest.get("version") != version:
+        changed = [name for name, digest in (manifest.get("files") or {}).items()
+                   if not (path / name).is_file() or files.sha256_file(path / name) != digest]
         raise TeacherError(
             f"teacher files in {path} hash to {version} but its manifest says {manifest.get('version')}: "
-            f"the directory was changed or is corrupt; {fix}"
+            f"the directory was changed or is corrupt{' (changed: ' + ', '.join(changed) + ')' if changed else ''}; "
+            f"{fix}"
         )
     try:
         if family == HF_FAMILY:
@@ -143,25 +157,59 @@ def _load_hf_teacher(path: Path, version: str, manifest: dict[str, Any]) -> Teac
 
 def publish_teacher(out_dir: str | Path, write: Any, manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build a teacher in a temporary sibling directory with ``write(tmp) -> manifest fields``, add the
-    manifest (with the content version) and swap it in, so a crash never leaves a half-written
-    teacher where the pipeline looks for one. Returns the manifest."""
+    manifest (content version and per-file hashes, written last) and swap it in. A crash before the
+    manifest leaves a temporary folder that ``files.sweep`` removes; a crash between the two renames of
+    the swap is finished by the next reader (``recover_teacher``). Returns the manifest."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
+    recover_teacher(out_dir)
+    files.sweep_siblings(out_dir)
+    tmp = files.temp_path(out_dir)
     try:
         tmp.mkdir()
         manifest = {**(write(tmp) or {}), **(manifest_fields or {})}
         manifest["version"] = content_version(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
+        manifest["files"] = {name: files.sha256_file(tmp / name) for name in files.listed_files(tmp) if name != MANIFEST}
+        files.fault_point("teacher_written")
+        files.write_json(tmp / MANIFEST, manifest)
+        old = files.temp_path(out_dir, "old")
         if out_dir.exists():
             os.replace(out_dir, old)
+        files.fault_point("teacher_swap")
         os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        files.remove_tree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("teacher version %s written to %s", manifest["version"], out_dir)
     return manifest
+
+
+def _complete_teacher(path: Path) -> bool:
+    """A teacher folder whose manifest (written last) exists and matches its files."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        return manifest.get("version") == content_version(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def recover_teacher(out_dir: str | Path) -> bool:
+    """Finish a teacher swap a crash interrupted: when nothing is at ``out_dir`` but a complete new
+    (``.tmp-``) or old (``.old-``) folder of a dead writer lies beside it, move it into place (the new
+    one first). Returns True when it moved one."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() or not out_dir.parent.is_dir():
+        return False
+    leftovers = [p for p in out_dir.parent.glob(f".{out_dir.name}.*-*") if p.is_dir()
+                 and files.is_stale_temp(p, stale_after_s=60)]
+    for kind in ("tmp", "old"):
+        for p in sorted((p for p in leftovers if f".{kind}-" in p.name), key=lambda p: p.stat().st_mtime, reverse=True):
+            if _complete_teacher(p):
+                os.replace(p, out_dir)
+                log.warning("finished an interrupted teacher swap: moved %s to %s", p.name, out_dir)
+                files.sweep_siblings(out_dir)
+                return True
+    return False
 
 
 def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:

@@ -1,8 +1,10 @@
 -- Insert or refresh one listing (idempotent: loading the same file twice changes nothing).
+-- An empty category never erases a gold label already stored, unless :clear_labels = 1.
 insert into products (product_id, title, category, listed_on, source)
 values (:product_id, :title, :category, :listed_on, :source)
 on conflict (product_id) do update set
     title = excluded.title,
-    category = excluded.category,
+    category = case when :clear_labels = 1 then excluded.category
+                    else coalesce(excluded.category, products.category) end,
     listed_on = excluded.listed_on,
     source = excluded.source

@@ -82,16 +82,28 @@ def test_export_dag_is_scheduled_on_the_promoted_model_asset(dagbag):
     assert "kd_product_category_production_model" in str(export.timetable.asset_condition)
 
 
-@pytest.mark.parametrize("conf,bad", [({"alpha": 1.5}, "alpha"), ({"temperature": -1}, "temperature"),
-                                      ({"student_size": "huge"}, "student_size"), ({"epochs": "ten"}, "epochs"),
-                                      ({"ds": "10/01/2024"}, "ds")])
-def test_bad_params_create_no_run_and_name_the_param(airflow_db, dagbag, conf, bad):
+NIGHTLY = "kd_product_category_nightly"
+
+
+@pytest.mark.parametrize("dag_id,conf,bad", [
+    (NIGHTLY, {"alpha": 1.5}, "alpha"), (NIGHTLY, {"temperature": -1}, "temperature"),
+    (NIGHTLY, {"student_size": "huge"}, "student_size"), (NIGHTLY, {"epochs": "ten"}, "epochs"),
+    (NIGHTLY, {"ds": "10/01/2024"}, "ds"), (NIGHTLY, {"ds": "2024-13-45"}, "ds"), (NIGHTLY, {"ds": "2024-02-30"}, "ds"),
+    ("kd_purchase_intent_nightly", {"label_horizon_days": "abc"}, "label_horizon_days"),
+    ("kd_export_production_model", {"version": "../versions/0123456789ab"}, "version"),
+    ("kd_export_production_model", {"version": "0123456789AB"}, "version"),
+    ("kd_teacher_bootstrap", {"use_case": "../product_category"}, "use_case"),
+    ("kd_teacher_bootstrap", {"sql_params": {"label_horizn_days": 7}}, "sql_params"),
+    ("kd_teacher_bootstrap", {"sql_params": {"label_horizon_days": "abc"}}, "sql_params"),
+    ("kd_teacher_bootstrap", {"ds": "2024-02-30"}, "ds"),
+])
+def test_bad_params_create_no_run_and_name_the_param(airflow_db, dagbag, dag_id, conf, bad):
     import datetime as dt
 
     from airflow.models import DagRun
     from airflow.utils.session import create_session
 
-    dag = dagbag.dags["kd_product_category_nightly"]
+    dag = dagbag.dags[dag_id]
     with create_session() as session:
         before = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count()
     with pytest.raises(Exception, match=f"Invalid input for param {bad}"):
@@ -121,3 +133,21 @@ def test_backfill_runs_are_recognised():
     assert is_backfill({"dag_run": SimpleNamespace(run_type="backfill")})
     assert not is_backfill({"dag_run": SimpleNamespace(run_type="scheduled")})
     assert not is_backfill({})
+
+
+def test_a_deterministic_input_error_fails_at_once_without_retries(airflow_db, dagbag, kd_home, monkeypatch):
+    """An unsupported warehouse URI cannot work on a retry: the task fails on its first try (the DAG's
+    retries would otherwise re-run it 5 minutes later, twice), and the password is not in the log."""
+    import datetime as dt
+
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    monkeypatch.setenv("KD_WAREHOUSE", "mysql://kd:s3cr3t-pw@127.0.0.1/wh")
+    dag = dagbag.dags[NIGHTLY]
+    assert dag.get_task("extract_products").retries == 2
+    run = dag.test(logical_date=dt.datetime(2031, 2, 1, tzinfo=dt.timezone.utc))
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter(TaskInstance.dag_id == NIGHTLY, TaskInstance.run_id == run.run_id,
+                                                TaskInstance.task_id == "extract_products").one()
+        assert str(getattr(ti.state, "value", ti.state)) == "failed" and ti.try_number == 1

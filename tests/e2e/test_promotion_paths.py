@@ -9,7 +9,8 @@ from kd_tasks.config import default_warehouse_uri
 def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
     run_chain()
     strict = {"gate": {"max_student_bytes": 1}}  # no student fits: the gate holds
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3})
+    # another seed: another student (the same inputs would give the promoted one again)
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
     uc = uc.with_overrides(gate=strict["gate"])
     extracted = nightly.extract(uc, DS, default_warehouse_uri())
     assert extracted["rows"] > 0
@@ -35,7 +36,7 @@ def test_backfill_run_records_a_candidate_and_keeps_production(kd_home, tiny_tea
 
 
 def test_a_promotion_that_lost_the_race_is_reported_not_lost(kd_home, tiny_teacher):
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3})
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
     nightly.extract(uc, DS, default_warehouse_uri())
     labelled = nightly.soft_labels(uc, DS)
     slow = nightly.distill(uc, DS, labelled, "slow")  # reads "no champion" here...
@@ -47,3 +48,18 @@ def test_a_promotion_that_lost_the_race_is_reported_not_lost(kd_home, tiny_teach
     assert registry.champion("product_category")["version"] == winner
     assert registry.promotion_log("product_category")[-1]["outcome"] == "lost_race"
     assert (registry.registry_dir("product_category") / "versions" / outcome["version"]).exists()
+
+
+def test_a_rerun_of_a_night_with_the_same_inputs_is_already_promoted(kd_home, tiny_teacher):
+    """The second run warm-starts from the champion of the night's first run (none), not from the
+    student the first run promoted: same inputs, same student, nothing moves."""
+    first = run_chain(run_id="first")
+    again = run_chain(run_id="again")
+    v = first["distilled"]["student"]["version"]
+    assert again["distilled"]["student"]["version"] == v
+    assert json.loads(open(again["report"]).read())["outcome"] == {**json.loads(open(again["report"]).read())["outcome"],
+                                                                   "outcome": "promoted", "version": v, "already": True}
+    assert [e["outcome"] for e in registry.promotion_log("product_category")] == ["promoted"]
+    # the next night warm-starts from that champion
+    nxt = run_chain(ds="2024-01-11", run_id="next")
+    assert nxt["distilled"]["warm_started_from"] == v

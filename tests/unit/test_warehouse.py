@@ -43,3 +43,83 @@ def test_synthetic_catalogue_is_deterministic_and_partly_labelled():
     labelled = sum(r["category"] is not None for r in a) / len(a)
     assert 0.2 < labelled < 0.4
     assert len({r["listed_on"] for r in a}) == 10
+
+
+def _products(uri):
+    return {r["product_id"]: r for r in warehouse.query_table(
+        uri, "product_category/extract_products.sql", {"start_ds": "2000-01-01", "end_ds": "2100-01-01"}).to_pylist()}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_reload_with_empty_labels_keeps_the_gold_labels(tmp_path, dialect, request):
+    uri = f"sqlite:///{tmp_path / 'wh.db'}" if dialect == "sqlite" else request.getfixturevalue("pg_uri")
+    full, blank = tmp_path / "full.csv", tmp_path / "blank.csv"
+    full.write_text("sku,name,cat\n1,Red Shirt,Shirts\n2,Blue Jeans,Jeans\n3,Green Cap,\n")
+    blank.write_text("sku,name,cat\n1,Red Shirt v2,\n2,Blue Jeans,\n3,Green Cap,Caps\n")
+    warehouse.load_catalogue_file(uri, full, text_column="name", label_column="cat", id_column="sku", replace=True)
+    warehouse.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku")
+    rows = _products(uri)
+    assert {k: r["category"] for k, r in rows.items()} == {"1": "Shirts", "2": "Jeans", "3": "Caps"}
+    assert rows["1"]["title"] == "Red Shirt v2"
+    assert warehouse.count_products(uri) == {"rows": 3, "labelled": 3}
+    warehouse.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku",
+                                  clear_labels=True)  # erasing labels is possible, when asked
+    assert {k: r["category"] for k, r in _products(uri).items()} == {"1": None, "2": None, "3": "Caps"}
+
+
+@pytest.mark.parametrize("body,match", [
+    ("sku,name,cat\n1,Red Shirt,A\n2,Blue Jeans,B\n1,Green Cap,C\n",
+     r"1 row\(s\) repeat an id of 'sku' \(row 3: '1 \(first at row 1\)'\); nothing was loaded"),
+    ("sku,name,cat\n1,Red Shirt,A\n,Blue Jeans,B\n", r"1 row\(s\) have an empty 'sku' \(row 2: ''\)"),
+])
+def test_ids_that_would_collapse_rows_are_refused_with_the_rows_named(tmp_path, body, match):
+    f, uri = tmp_path / "shop.csv", f"sqlite:///{tmp_path / 'wh.db'}"
+    f.write_text(body)
+    with pytest.raises(ValueError, match=match):
+        warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku")
+    assert not (tmp_path / "wh.db").exists() or warehouse.count_products(uri)["rows"] == 0
+
+
+def test_dates_are_parsed_strictly(tmp_path):
+    f, uri = tmp_path / "shop.csv", f"sqlite:///{tmp_path / 'wh.db'}"
+    f.write_text("sku,name,cat,created\n1,Red Shirt,A,2024-01-09T10:00:00\n2,Blue Jeans,B,10/01/2024\n"
+                 "3,Cap,C,2024-02-30\n")
+    with pytest.raises(ValueError, match=r"2 row\(s\) have a 'created' that is not an ISO date YYYY-MM-DD "
+                                         r"\(row 2: '10/01/2024', row 3: '2024-02-30'\)"):
+        warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
+                                      date_column="created")
+    f.write_text("sku,name,cat,created\n1,Red Shirt,A,2024-01-09T10:00:00\n2,Blue Jeans,B,2024-01-10\n")
+    warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
+                                  date_column="created")
+    assert {k: r["listed_on"] for k, r in _products(uri).items()} == {"1": "2024-01-09", "2": "2024-01-10"}
+
+
+def test_a_missing_title_column_names_the_option_that_exists(tmp_path):
+    f = tmp_path / "shop.csv"
+    f.write_text("id,name,cat\n1,Red Shirt,A\n")
+    with pytest.raises(ValueError, match="title column 'title' is not in the file.*--text-column"):
+        warehouse.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="title", label_column="cat")
+
+
+def test_a_file_in_another_encoding_names_the_row_and_the_option(tmp_path):
+    f = tmp_path / "shop.csv"
+    f.write_bytes("name,cat\nRed Shirt,A\nCaf\u00e9 Mug,B\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"data row 2 .*is not valid utf-8.*--encoding latin-1"):
+        warehouse.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="name", label_column="cat")
+    uri = f"sqlite:///{tmp_path / 'wh.db'}"
+    assert warehouse.load_catalogue_file(uri, f, encoding="latin-1", text_column="name", label_column="cat") == 2
+    assert sorted(r["title"] for r in _products(uri).values()) == ["Caf\u00e9 Mug", "Red Shirt"]
+
+
+@pytest.mark.parametrize("uri,shown", [
+    ("postgresql://kd:s3cr3t-pw@db.internal:5432/wh", "postgresql://kd:***@db.internal:5432/wh"),
+    ("mysql://kd:s3cr3t-pw@db/wh?ssl=1", "mysql://kd:***@db/wh?ssl=1"),
+    ("postgresql://db/wh?user=kd&password=s3cr3t-pw", "postgresql://db/wh?user=kd&password=***"),
+    ("sqlite:////tmp/wh.db", "sqlite:////tmp/wh.db"),
+])
+def test_uris_are_shown_without_their_password(uri, shown):
+    assert warehouse.redact(uri) == shown
+    if not uri.startswith(("postgresql", "sqlite")):
+        with pytest.raises(ValueError) as exc:
+            warehouse.dialect_of(uri)
+        assert "s3cr3t-pw" not in str(exc.value) and shown in str(exc.value)

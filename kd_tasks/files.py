@@ -1,0 +1,222 @@
+"""Every file the pipeline writes goes through here: one atomic-write helper, content manifests,
+damage-tolerant JSON reads, a sweep of crash leftovers, and named fault points for crash tests.
+
+**Manifest-last.** A partition, a registry version or an export is a folder whose ``_kd_files.json``
+(written last) lists each file with its size and sha256. A reader trusts only a folder whose files
+match their manifest; anything else was half-written by a crash or damaged later. A folder written
+before manifests existed has none: ``adopt`` verifies it by other means and gives it one on first read.
+The scheme needs no rename of a folder, so it ports to object stores where a PUT is atomic but a
+rename is a copy.
+
+**Temporary names** carry the writer's host and PID: ``.<name>.tmp-<host>-<pid>-<random>``. ``sweep``
+removes those whose writer is dead (same host) or that are older than a day (any host); readers never
+look at names starting with a dot.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+FILES_MANIFEST = "_kd_files.json"
+FAULT_ENV = "KD_FAULT_POINT"
+STALE_AFTER_S = 24 * 3600  # a temporary entry of another host is garbage after this long
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9_.-]*?)-(?P<pid>\d+)-[0-9a-f]{8,32}$")
+_LEGACY_TEMP = re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{32}$")  # written before temp names carried a PID
+
+
+class IntegrityError(RuntimeError):
+    """A file the pipeline wrote is missing, truncated or changed since it was written."""
+
+
+def fault_point(name: str) -> None:
+    """Crash here (SIGKILL, no cleanup) when ``$KD_FAULT_POINT`` names this point: the crash tests'
+    way to stop a real stage at the worst moment. A no-op otherwise."""
+    if os.environ.get(FAULT_ENV) == name:
+        log.warning("fault point %s: killing process %d", name, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def temp_path(path: Path, kind: str = "tmp") -> Path:
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40]
+    return path.parent / f".{path.name}.{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def sweep_siblings(path: Path) -> None:
+    """Remove the crash leftovers of earlier writes of ``path`` (cheap: one directory listing)."""
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{path.name}.*-*"):
+            if is_stale_temp(p):
+                remove_tree(p)
+                log.info("removed crash leftover %s", p)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it is synced and renamed over
+    ``path`` (readers see the old file or the new one), on failure removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_siblings(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        fault_point(f"before_replace:{path.name}")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """The one atomic write: ``data`` lands at ``path`` whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    return write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: str | Path, what: str, fix: str) -> Any:
+    """Parse a JSON file the pipeline wrote; a missing, truncated or garbled one raises
+    ``IntegrityError`` naming the file and the fix."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise IntegrityError(f"{what} {path} does not exist; {fix}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{what} {path} is damaged ({exc}); {fix}") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def listed_files(directory: Path) -> list[str]:
+    """Every regular file under ``directory`` (relative, sorted), without the manifest and hidden names."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                  if p.is_file() and p.name != FILES_MANIFEST
+                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+
+
+def write_manifest(directory: str | Path, files: Iterable[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """List ``files`` (default: every file) of ``directory`` with sizes and hashes in ``_kd_files.json``.
+    Call it last: the folder is complete, for every reader, from this write on."""
+    directory = Path(directory)
+    names = sorted(files) if files is not None else listed_files(directory)
+    manifest = {"files": {n: {"bytes": (directory / n).stat().st_size, "sha256": sha256_file(directory / n)}
+                          for n in names}, **extra}
+    fault_point(f"before_manifest:{directory.name}")
+    write_json(directory / FILES_MANIFEST, manifest)
+    return manifest
+
+
+def has_manifest(directory: str | Path) -> bool:
+    return (Path(directory) / FILES_MANIFEST).is_file()
+
+
+def verify(directory: str | Path, what: str, fix: str, only: Iterable[str] | None = None) -> dict[str, Any]:
+    """Check ``directory`` against its manifest (all files, or those in ``only``); raise
+    ``IntegrityError`` naming the first file that is missing or differs, and the fix."""
+    directory = Path(directory)
+    manifest = read_json(directory / FILES_MANIFEST, f"{what} manifest", fix)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise IntegrityError(f"{what} manifest {directory / FILES_MANIFEST} lists no files; {fix}")
+    for name in (only if only is not None else files):
+        entry, path = files.get(name), directory / name
+        if entry is None:
+            raise IntegrityError(f"{what} {path} is not in its manifest {directory / FILES_MANIFEST}; {fix}")
+        if not path.is_file():
+            raise IntegrityError(f"{what} {path} is missing (listed in {directory / FILES_MANIFEST}); {fix}")
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            raise IntegrityError(f"{what} {path} has {size} bytes but was written with {entry.get('bytes')} "
+                                 f"(truncated or changed); {fix}")
+        if sha256_file(path) != entry.get("sha256"):
+            raise IntegrityError(f"{what} {path} does not match the hash it was written with "
+                                 f"(changed or damaged); {fix}")
+    return manifest
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temp(path: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """A temporary entry left by a writer that is gone: dead PID on this host, or too old anywhere."""
+    m = _TEMP.match(path.name)
+    try:
+        age = (now or time.time()) - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if m is None:
+        return bool(_LEGACY_TEMP.match(path.name)) and age > 60
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40]
+    if m.group("host") == host and int(m.group("pid")) != os.getpid():
+        return not _pid_alive(int(m.group("pid"))) or age > stale_after_s
+    return age > stale_after_s
+
+
+def sweep(root: str | Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove crash leftovers (temporary files and folders of dead writers) under ``root``."""
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in list(dirnames) + filenames:
+            if name.startswith(".") and is_stale_temp(Path(dirpath) / name, now, stale_after_s):
+                remove_tree(Path(dirpath) / name)
+                removed.append(Path(dirpath) / name)
+                if name in dirnames:
+                    dirnames.remove(name)
+    for p in removed:
+        log.info("removed crash leftover %s", p)
+    return removed
