@@ -132,6 +132,8 @@ def evaluate(use_case: UseCase, ds: str, distilled: Mapping[str, Any], dry_run: 
     ``action_args`` go to ``choose_action`` (is_backfill, allow_backfill_promotion, force_promote, force_reason).
     """
     run_dir = Path(distilled["run_dir"])
+    for name in ("student", "baseline"):
+        registry.check_model_dir(distilled[name]["dir"], distilled[name]["version"])
     report = evaluate_student(use_case, ds, distilled["teacher_version"], run_dir,
                               champion_version=distilled.get("champion_version"))
     decision = gate.decide(report, use_case.gate, dry_run=dry_run)

@@ -260,6 +260,7 @@ def _register(use_case: str, model_dir: str | Path, version: str, manifest: dict
     """Copy a model into ``versions/<version>`` (immutable: a sound existing version is kept as it is;
     a damaged one is replaced by the same content)."""
     vdir = version_dir(use_case, version, home)
+    check_model_dir(model_dir, version)
     if vdir.exists():
         try:
             return verify_version(use_case, version, home)
@@ -280,6 +281,18 @@ def _register(use_case: str, model_dir: str | Path, version: str, manifest: dict
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return vdir
+
+
+def check_model_dir(model_dir: str | Path, version: str) -> Path:
+    """A trained model's folder must still hash to its version: a changed file is never registered."""
+    from .teacher import content_version
+
+    model_dir = Path(model_dir)
+    actual = content_version(model_dir, exclude=(VERSION_MANIFEST,))
+    if actual != version:
+        raise files.IntegrityError(f"model files in {model_dir} hash to {actual}, not to version {version}: they "
+                                   "changed after training; clear the distill_student task of this run to retrain")
+    return model_dir
 
 
 def _entry(use_case: str, version: str, manifest: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:

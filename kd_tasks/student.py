@@ -25,14 +25,16 @@ CONFIG = "student.json"
 # champion or an export is always scored on the inputs it learnt from.
 #   1: lower-cased [a-z0-9]+ words only (every non-Latin title became one empty input)
 #   2: NFKC + casefold, Unicode words (letters, digits and their combining marks) and symbols such as
-#      emoji as one-character words; at most MAX_CHARS characters and MAX_WORDS words per text
+#      emoji as one-character words; at most MAX_CHARS characters, MAX_WORDS words and MAX_GRAMS grams
+#      per text, so a pathological title costs no more than a long review
 FEATURIZER_VERSION = 2
 FEATURIZERS = {
     1: "lower-cased [a-z0-9]+ words, word bigrams, char 3-5-grams of <word>, zlib.crc32 mod n_buckets",
     2: "NFKC + casefold; Unicode words (letters, digits, combining marks) and single symbols (emoji), "
-       "first 2000 chars / 256 words; word bigrams, char 3-5-grams of <word>, zlib.crc32 mod n_buckets",
+       "first 2000 chars / 256 words; word bigrams, char 3-5-grams of <word>, at most 4096 grams, "
+       "zlib.crc32 mod n_buckets",
 }
-MAX_CHARS, MAX_WORDS = 2000, 256
+MAX_CHARS, MAX_WORDS, MAX_GRAMS = 2000, 256, 4096
 _WORD_V1 = re.compile(r"[a-z0-9]+")
 
 
@@ -73,6 +75,8 @@ def featurize(text: str, n_buckets: int, featurizer: int = FEATURIZER_VERSION) -
             grams += [f"c:{padded[i:i + n]}" for i in range(len(padded) - n + 1)]
     if not grams:
         grams = ["<empty>"]
+    elif featurizer >= 2:
+        grams = grams[:MAX_GRAMS]
     return [zlib.crc32(g.encode()) % n_buckets for g in grams]
 
 
