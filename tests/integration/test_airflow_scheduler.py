@@ -175,8 +175,10 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
 
 
 def _promotions(c: Cluster) -> list[dict]:
-    path = c.kd_home / "registry" / "product_category" / "promotions.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The promotion log's outcomes (each move's intent line left out)."""
+    from kd_tasks import registry
+
+    return registry.promotion_log("product_category", c.kd_home)
 
 
 def _alias(c: Cluster) -> str | None:
@@ -217,11 +219,13 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
 
     lake = c.kd_home / "lake" / "product_category"
     for day in DAYS:
-        assert [p.name for p in (lake / "extract" / f"ds={day}").iterdir()] == ["part-0.parquet"], day
+        assert sorted(p.name for p in (lake / "extract" / f"ds={day}").iterdir()) == ["_kd_files.json",
+                                                                                    "part-0.parquet"], day
     teachers = [p.name for p in (lake / "soft_labels").iterdir()]
     assert len(teachers) == 1, f"soft labels of one teacher version only, got {teachers}"
     for day in DAYS:
-        assert [p.name for p in (lake / "soft_labels" / teachers[0] / f"ds={day}").iterdir()] == ["part-0.parquet"]
+        assert sorted(p.name for p in (lake / "soft_labels" / teachers[0] / f"ds={day}").iterdir()) == [
+            "_kd_files.json", "part-0.parquet"]
 
     assert _alias(c) == champion, "a backfill must not move the production alias"
     candidates = [e for e in _promotions(c) if e["outcome"] == "candidate"]

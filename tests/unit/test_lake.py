@@ -89,3 +89,12 @@ def test_dates_are_calendar_dates(bad):
 def test_partition_paths_refuse_names_outside_their_grammar(tmp_path, use_case, version):
     with pytest.raises(ValueError, match="is not valid"):
         lake.soft_label_path(use_case, version, "2024-01-01", tmp_path)
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"files": {"part-0.parq', b'{"files": 3}'])
+def test_a_damaged_partition_manifest_is_named(tmp_path, damage):
+    path = _partition(tmp_path)
+    manifest = path.parent / files.FILES_MANIFEST
+    manifest.write_bytes(damage)
+    with pytest.raises(files.IntegrityError, match=f"{manifest} (is damaged|lists no files).*relabel it"):
+        lake.read_partition(path, "soft-label", "relabel it")
