@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import files, gate, lake, registry, warehouse
+from . import files, gate, lake, names, registry, warehouse
 from .config import TeacherTrainConfig, UseCase, from_dict, get_use_case, kd_home
 from .data import is_holdout
 from .distill import distill_student
@@ -46,8 +46,8 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
 
 
 def run_dir_for(use_case: UseCase, run_id: str, home: Path | None = None) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-    path = (home or kd_home()) / "runs" / use_case.name / safe
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).lstrip(".") or "_"
+    path = names.child((home or kd_home()) / "runs" / names.use_case_name(use_case.name), safe)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
