@@ -45,7 +45,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"action: {gate['action']} ({gate['action_reason']})")
     kind = outcome.get("outcome")
     if kind == "promoted":
-        lines.append(f"promoted version {outcome['version']} -> {outcome['path']}")
+        lines.append(f"promoted version {outcome['version']} -> {outcome['path']}"
+                     + (" (already in production: nothing moved)" if outcome.get("already") else ""))
     elif kind == "candidate":
         lines.append(f"candidate {outcome['version']} kept at {outcome['path']}; "
                      f"production stays {outcome.get('champion') or '(none)'}")

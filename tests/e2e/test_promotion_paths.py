@@ -60,6 +60,10 @@ def test_a_rerun_of_a_night_with_the_same_inputs_is_already_promoted(kd_home, ti
     assert json.loads(open(again["report"]).read())["outcome"] == {**json.loads(open(again["report"]).read())["outcome"],
                                                                    "outcome": "promoted", "version": v, "already": True}
     assert [e["outcome"] for e in registry.promotion_log("product_category")] == ["promoted"]
+    from kd_tasks.report import format_report
+
+    assert f"promoted version {v} -> " in format_report(json.loads(open(again["report"]).read()))
+    assert "(already in production: nothing moved)" in format_report(json.loads(open(again["report"]).read()))
     # the next night warm-starts from that champion
     nxt = run_chain(ds="2024-01-11", run_id="next")
     assert nxt["distilled"]["warm_started_from"] == v
