@@ -23,6 +23,8 @@ def format_report(report: dict[str, Any]) -> str:
     if sl:
         lines.append(f"soft labels: partitions labelled by this teacher now: {', '.join(sl['labelled']) or 'none'}; "
                      f"reused: {', '.join(sl['reused']) or 'none'}")
+        if sl.get("healed"):
+            lines.append(f"relabelled because their partitions failed verification: {', '.join(sl['healed'])}")
     lines.append("")
     columns = [c for c in COLUMNS if any(m.get(c[0]) is not None for m in ev["models"].values())]
     header = ["model"] + [title for _, title, _ in columns]

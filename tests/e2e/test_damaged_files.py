@@ -34,6 +34,10 @@ def test_changed_soft_label_pages_are_relabelled_and_train_the_same_student(nigh
     flip(soft, 0.3)
     again = run_chain(run_id="again")
     assert again["labelled"]["healed"] == [DS] and again["labelled"]["labelled"] == [DS]
+    from kd_tasks.report import format_report
+
+    text = format_report(json.loads(Path(again["report"]).read_text()))
+    assert f"relabelled because their partitions failed verification: {DS}" in text
     assert again["distilled"]["student"]["version"] == night["distilled"]["student"]["version"]
     lake.check_partition(soft, "soft-label", "")  # sound again
 
