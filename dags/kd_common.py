@@ -14,6 +14,7 @@ from typing import Iterator
 from airflow.sdk import Asset, Param, task
 
 from kd_tasks.config import STUDENT_SIZES, get_use_case
+from kd_tasks import names
 from kd_tasks.names import DATE_PATTERN, VERSION_PATTERN, InputError
 
 DEFAULT_ARGS = {
@@ -134,9 +135,7 @@ def run_ds(context: dict[str, Any]) -> str:
     """The partition date: the ``ds`` param, else the logical date, else the data interval start."""
     override = context["params"].get("ds")
     if override:
-        from kd_tasks.names import ds
-
-        return ds(override)
+        return names.ds(override)
     for key in ("logical_date", "data_interval_start"):
         value = context.get(key)
         if value is not None:

@@ -79,7 +79,7 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
                 f"soft labels for ds={day} have {len(soft_ids)} rows but the extract has {len(ids)} "
                 f"(or a different order); rerun generate_soft_labels for ds={day}"
             )
-        if lake.read_provenance(soft_path, "soft-label", soft_fix).get("label_names") != label_names:
+        if lake.provenance_of(soft).get("label_names") != label_names:
             raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
         width = soft.schema.field("logits").type.list_size
         logits = np.asarray(soft.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),

@@ -57,9 +57,8 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
         version = registry.alias_version(use_case.name, home)
         if version is None:
             raise ValueError(f"{use_case.name} has no production model yet; run the nightly DAG until one is promoted")
-    vdir = registry.verify_version(use_case.name, names.version(version), home)
-    manifest = registry.version_manifest(use_case.name, version, home)
-    student = Student.load(vdir)
+    manifest = registry.version_manifest(use_case.name, version, home)  # verifies the version's files
+    student = Student.load(registry.version_dir(use_case.name, version, home))
     texts = held_out_texts(use_case, manifest["data_window"], home)
     if not texts:
         raise ValueError(f"no held-out rows in the extract partitions {manifest['data_window']} to smoke-test "

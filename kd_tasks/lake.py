@@ -83,8 +83,8 @@ def check_partition(path: Path, what: str, fix: str) -> None:
         files.verify(path.parent, f"{what} partition", fix, only=[path.name])
         return
     try:  # written before manifests: decode every page (checksums too) before trusting it
-        pq.read_table(path, page_checksum_verification=True)
-        if META_KEY not in (pq.read_schema(path).metadata or {}):
+        table = pq.read_table(path, page_checksum_verification=True)
+        if META_KEY not in (table.schema.metadata or {}):
             raise ValueError("no provenance metadata")
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise files.IntegrityError(f"{what} partition {path} is damaged ({type(exc).__name__}: {exc}); {fix}") from None
@@ -102,6 +102,12 @@ def is_sound(path: Path, what: str) -> bool:
         log.warning("%s", str(exc).rstrip("; "))
         return False
     return True
+
+
+def provenance_of(table: pa.Table) -> dict[str, Any]:
+    """The provenance a partition was written with, from a table ``read_partition`` returned."""
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def read_provenance(path: Path, what: str = "lake", fix: str = "rewrite the partition") -> dict[str, Any]:

@@ -90,12 +90,7 @@ def verify_version(use_case: str, version: str, home: Path | None = None) -> Pat
     if files.has_manifest(vdir):
         files.verify(vdir, "model version file", fix)
     else:
-        from .teacher import content_version
-
-        actual = content_version(vdir, exclude=(VERSION_MANIFEST,))
-        if actual != version:
-            raise files.IntegrityError(f"model version {vdir} holds files that hash to {actual}, not to its "
-                                       f"name: it was changed or damaged; {fix}")
+        check_model_dir(vdir, version, fix)
         files.read_json(vdir / VERSION_MANIFEST, "model manifest", fix)
         files.write_manifest(vdir)
         log.info("verified %s (written before manifests) and gave it a manifest", vdir)
@@ -172,14 +167,16 @@ def _write_alias(use_case: str, home: Path | None, payload: dict[str, Any]) -> N
 
 
 @contextlib.contextmanager
-def _locked(use_case: str, home: Path | None) -> Iterator[None]:
-    """The registry's lock; whoever holds it first finishes what a crashed holder left half done."""
+def _locked(use_case: str, home: Path | None, repair: bool = True) -> Iterator[None]:
+    """The registry's lock; whoever holds it first finishes what a crashed holder left half done
+    (unless ``repair`` is False: the caller repairs, and copes when repairing fails)."""
     rdir = registry_dir(use_case, home)
     rdir.mkdir(parents=True, exist_ok=True)
     with open(rdir / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            _repair(use_case, home)
+            if repair:
+                _repair(use_case, home)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
@@ -195,11 +192,11 @@ def _repair(use_case: str, home: Path | None) -> None:
         keep = raw[:raw.rfind(b"\n") + 1]
         files.write_bytes(path, keep)
         log.warning("%s: dropped a torn last line of %d bytes (a writer died mid-append)", path, len(raw) - len(keep))
+    closed = {e.get("intent_id") for e in entries if e.get("outcome") != "intent"}
     try:
         alias = _read_alias(use_case, home)
     except files.IntegrityError as exc:
-        alias = _heal_alias(use_case, home, entries, exc)
-    closed = {e.get("intent_id") for e in entries if e.get("outcome") != "intent"}
+        alias = _heal_alias(use_case, home, entries, closed, exc)
     for e in entries:
         if e.get("outcome") != "intent" or e.get("intent_id") in closed:
             continue
@@ -209,10 +206,9 @@ def _repair(use_case: str, home: Path | None) -> None:
         log.warning("%s: completed a move interrupted by a crash: %s %s", use_case, outcome, e.get("version"))
 
 
-def _heal_alias(use_case: str, home: Path | None, entries: list[dict[str, Any]],
+def _heal_alias(use_case: str, home: Path | None, entries: list[dict[str, Any]], closed: set[Any],
                 exc: files.IntegrityError) -> dict[str, Any]:
     """Rewrite a damaged alias from the last move in the log, if that version is sound; else re-raise."""
-    closed = {e.get("intent_id") for e in entries if e.get("outcome") != "intent"}
     for e in reversed(entries):
         if e.get("outcome") == "intent" and e.get("intent_id") not in closed:
             break  # a crash mid-move: the alias may or may not have moved, so the log cannot say
@@ -247,9 +243,8 @@ def champion(use_case: str, home: Path | None = None) -> dict[str, Any] | None:
     version = alias_version(use_case, home)
     if version is None:
         return None
-    vdir = verify_version(use_case, version, home)
-    manifest = files.read_json(vdir / VERSION_MANIFEST, "model manifest", _rollback_fix(use_case, home))
-    return {"version": version, "path": str(vdir), "manifest": manifest}
+    manifest = version_manifest(use_case, version, home)
+    return {"version": version, "path": str(version_dir(use_case, version, home)), "manifest": manifest}
 
 
 # --------------------------------------------------------------------------- registering and moving
@@ -283,15 +278,17 @@ def _register(use_case: str, model_dir: str | Path, version: str, manifest: dict
     return vdir
 
 
-def check_model_dir(model_dir: str | Path, version: str) -> Path:
-    """A trained model's folder must still hash to its version: a changed file is never registered."""
+def check_model_dir(model_dir: str | Path, version: str,
+                    fix: str = "clear the distill_student task of this run to retrain") -> Path:
+    """A model's folder must still hash to its version (its name): a changed file is never registered
+    or trusted."""
     from .teacher import content_version
 
     model_dir = Path(model_dir)
     actual = content_version(model_dir, exclude=(VERSION_MANIFEST,))
     if actual != version:
         raise files.IntegrityError(f"model files in {model_dir} hash to {actual}, not to version {version}: they "
-                                   "changed after training; clear the distill_student task of this run to retrain")
+                                   f"changed after training; {fix}")
     return model_dir
 
 
@@ -357,27 +354,21 @@ def record_candidate(use_case: str, model_dir: str | Path, version: str, manifes
 def rollback(use_case: str, version: str, reason: str, home: Path | None = None) -> dict[str, Any]:
     """Point ``production`` at an earlier registered, verified version (logged as a manual move).
     Works when the alias or the log is damaged: that is when it is needed."""
-    names.version(version)
-    rdir = registry_dir(use_case, home)
-    rdir.mkdir(parents=True, exist_ok=True)
-    with open(rdir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    names.version(version)  # before the lock creates any folder
+    with _locked(use_case, home, repair=False):
         try:
-            try:
-                _repair(use_case, home)
-                alias = _read_alias(use_case, home)
-                previous = alias["version"] if alias else None
-            except files.IntegrityError as exc:
-                log.warning("%s; rolling back over it", exc)
-                previous = None
-            if not version_dir(use_case, version, home).is_dir():
-                raise names.InputError(f"{use_case} has no registered version {version!r}; "
-                                       f"known versions: {known_versions(use_case, home)}")
-            verify_version(use_case, version, home)
-            entry = {"at": _now(), "use_case": use_case, "version": version, "previous": previous, "reason": reason}
-            _move(use_case, home, entry, "rolled_back")
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            _repair(use_case, home)
+            alias = _read_alias(use_case, home)
+            previous = alias["version"] if alias else None
+        except files.IntegrityError as exc:
+            log.warning("%s; rolling back over it", exc)
+            previous = None
+        if not version_dir(use_case, version, home).is_dir():
+            raise names.InputError(f"{use_case} has no registered version {version!r}; "
+                                   f"known versions: {known_versions(use_case, home)}")
+        verify_version(use_case, version, home)
+        entry = {"at": _now(), "use_case": use_case, "version": version, "previous": previous, "reason": reason}
+        _move(use_case, home, entry, "rolled_back")
     return {"version": version, "previous": previous}
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from . import lake
 from .config import UseCase
 from .families import teacher_inputs
+from .files import IntegrityError
 from .teacher import TeacherError, content_version, load_teacher
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,13 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
         fingerprint = extract_fingerprint(ids, inputs)
         dst = lake.soft_label_path(use_case.name, version, day, home)
         if dst.exists():
-            if not lake.is_sound(dst, "soft-label"):
-                log.warning("relabelling ds=%s: its soft-label partition failed verification", day)
+            try:
+                reusable = lake.read_provenance(dst, "soft-label", "").get("extract_ids") == fingerprint
+            except IntegrityError as exc:
+                log.warning("relabelling ds=%s: %s", day, str(exc).rstrip("; "))
                 result["healed"].append(day)
-            elif lake.read_provenance(dst).get("extract_ids") == fingerprint:
+                reusable = False
+            if reusable:
                 result["reused"].append(day)
                 continue
         if teacher is None:
@@ -101,7 +105,7 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
         lake.write_partition(table, dst, {
             "use_case": use_case.name, "ds": day, "teacher_version": version,
             "label_names": teacher.label_names, "extract_path": str(src), "extract_ids": fingerprint,
-            "extract_provenance": lake.read_provenance(src, "extract", lake.extract_fix(use_case.name, day, home)),
+            "extract_provenance": lake.provenance_of(extract),
         })
         elapsed = time.perf_counter() - started
         log.info("soft labels ds=%s: %d rows in %.1fs (%.0f rows/s) -> %s", day, len(ids), elapsed,
