@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kd_tasks.warehouse import read_fashion_styles
+from kd_tasks.loaders.catalogue import read_fashion_styles
 
 TEST_SHARE, VAL_SHARE, SCARCE_GOLD_SHARE = 0.20, 0.10, 0.05
 

@@ -33,16 +33,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd_tasks import lake
-from kd_tasks.config import PURCHASE_INTENT, kd_home
-from kd_tasks.data import load_window
-from kd_tasks.distill import train_student
-from kd_tasks.evaluate import agreement, binary_metrics, latency_profile
-from kd_tasks.events import load_events, read_online_retail, read_taobao
-from kd_tasks.extract import extract_partition
-from kd_tasks.families import train_teacher
-from kd_tasks.soft_labels import generate_soft_labels
-from kd_tasks.teacher import load_teacher
+from kd_tasks.storage import lake
+from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT
+from kd_tasks.home import kd_home
+from kd_tasks.stages.window import load_window
+from kd_tasks.stages.distill import train_student
+from kd_tasks.metrics import agreement, binary_metrics
+from kd_tasks.stages.evaluate import latency_profile
+from kd_tasks.loaders.events import load_events, read_online_retail, read_taobao
+from kd_tasks.stages.extract import extract_partition
+from kd_tasks.models import train_teacher
+from kd_tasks.stages.soft_labels import generate_soft_labels
+from kd_tasks.models import load_teacher
 
 log = logging.getLogger("bench.intent")
 TARGET_KD_GAIN = 0.005  # KD student AUC - no-KD student AUC, on every data set
@@ -148,7 +150,7 @@ def serving_only_teacher(use_case: Any, train: Any, config: Any) -> Any:
     """Diagnostic: the teacher's network and budget on serving-time features only. How far serving
     features go with the teacher's capacity and data; the gap to the teacher is what privileged
     features add."""
-    from kd_tasks.tabular import TEACHER_HIDDEN, TabularNet, fit_binary_mlp
+    from kd_tasks.models.tabular import TEACHER_HIDDEN, TabularNet, fit_binary_mlp
 
     y = np.array([int(g) for g in train.gold])
     x = train.inputs
@@ -167,7 +169,7 @@ def run_one(spec: IntentRun, datasets: Path, out_root: Path, student_cfg: dict[s
     """One entry per student regime: ``history`` (students train on every training partition, like the
     teacher) and ``nightly`` (students train on the last ``nightly_partitions`` only, as the nightly job
     retrains them on its recent window while the teacher was trained on the longer history)."""
-    from kd_tasks.tabular import mlp_logits
+    from kd_tasks.models.tabular import mlp_logits
 
     started = time.perf_counter()
     prep = prepare(spec, datasets, out_root / spec.dataset, teacher_cfg)

@@ -27,13 +27,16 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks import datasets as bd
-from kd_tasks import lake
-from kd_tasks.config import PRODUCT_CATEGORY, DistillConfig, TeacherTrainConfig, UseCase
-from kd_tasks.data import Window, load_window
-from kd_tasks.distill import train_student
-from kd_tasks.evaluate import log_softmax, agreement, classification_metrics, latency_profile
-from kd_tasks.soft_labels import generate_soft_labels
-from kd_tasks.teacher import bootstrap_teacher, load_teacher
+from kd_tasks.storage import lake
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+from kd_tasks.config import DistillConfig, TeacherTrainConfig, UseCase
+from kd_tasks.stages.window import Window, load_window
+from kd_tasks.stages.distill import train_student
+from kd_tasks.metrics import log_softmax, agreement, classification_metrics
+from kd_tasks.stages.evaluate import latency_profile
+from kd_tasks.stages.soft_labels import generate_soft_labels
+from kd_tasks.models.hf_text import bootstrap_teacher
+from kd_tasks.models import load_teacher
 
 log = logging.getLogger("bench.quality")
 SPLIT_DS = {"pool": "2000-01-01", "val": "2000-01-02", "test": "2000-01-03"}  # one partition per split
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update-readme", action="store_true", help="rewrite the README's benchmark table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kd_tasks.config import kd_home
+    from kd_tasks.home import kd_home
 
     out = Path(args.out or kd_home() / "bench" / ("quality-smoke.json" if args.smoke else "quality.json"))
     cache = out.parent / "cache"
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [RunSpec("fashion_product_styles", "subCategory", r, tiny) for r in ("full", "scarce")]
         limit, distill, latency_repeats = 1200, replace(distill, epochs=2), (10, 3)
         if base_model is None:
-            from kd_tasks.teacher import create_tiny_base_model
+            from kd_tasks.models.hf_text import create_tiny_base_model
 
             base_model = str(cache / "tiny_base")
             if not Path(base_model, "config.json").exists():

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from benchmarks import datasets as bd
 from benchmarks.quality import RUNS, machine, prepare
-from kd_tasks.config import PRODUCT_CATEGORY
-from kd_tasks.distill import train_student
-from kd_tasks.evaluate import classification_metrics
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+from kd_tasks.stages.distill import train_student
+from kd_tasks.metrics import classification_metrics
 
 log = logging.getLogger("bench.sweep")
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kd_tasks.config import kd_home
+    from kd_tasks.home import kd_home
 
     out = kd_home() / "bench" / "sweep.json"
     specs = {f"{r.dataset}:{r.label}:{r.regime}": r for r in RUNS}

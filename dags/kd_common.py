@@ -5,16 +5,15 @@ Only light imports here: this module is loaded every time the DAG files are pars
 """
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import contextlib
-from typing import Iterator
+import datetime as dt
+from typing import Any, Iterator
 
 from airflow.sdk import Asset, Param, task
 
-from kd_tasks.config import STUDENT_SIZES, get_use_case
 from kd_tasks import names
+from kd_tasks.config import param_schemas
+from kd_tasks.use_cases import get_use_case
 from kd_tasks.names import DATE_PATTERN, VERSION_PATTERN, InputError
 
 DEFAULT_ARGS = {
@@ -84,31 +83,12 @@ def production_model_asset(use_case: str) -> Asset:
 def distill_params(use_case: str = "product_category") -> dict[str, Param]:
     """Params a person changes by hand on a manual trigger; JSON-schema validated before a run exists.
 
-    Defaults come from the use case's declaration; its ``extract_params`` become Params too.
+    The use case's config fields declared as Params (``kd_tasks.config.param``) and its
+    ``extract_params`` become Params with the declaration's values as defaults; then the run controls.
     """
-    declared = get_use_case(use_case)
-    d = declared.distill
-    sql_params = {
-        name: Param(value, type="integer" if isinstance(value, int) else "number", minimum=1,
-                    description=f"Bound into sql/{declared.extract_sql} as :{name} (see the README).")
-        for name, value in declared.extract_params.items()
-    }
-    return {**sql_params,
-        "temperature": Param(d.temperature, type="number", exclusiveMinimum=0, maximum=20,
-                             description="Distillation temperature T (softens teacher and student)."),
-        "alpha": Param(d.alpha, type="number", minimum=0, maximum=1,
-                       description="Weight of the T²-scaled KL term; 1 - alpha weights CE on gold rows."),
-        "epochs": Param(d.epochs, type="integer", minimum=1, maximum=100, description="Student training epochs."),
-        "learning_rate": Param(d.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
-                               description="AdamW learning rate of the student."),
-        "seed": Param(d.seed, type="integer", minimum=0, description="Seed: same seed + same data = same student."),
-        "student_size": Param(d.student_size, type="string", enum=sorted(STUDENT_SIZES),
-                              description="Student capacity (hash buckets / embedding dim / hidden units)."),
-        "lookback_days": Param(d.lookback_days, type="integer", minimum=1, maximum=90,
-                               description="Training window: soft-label partitions ds-lookback+1 .. ds."),
-        "extract_lookback_days": Param(1, type="integer", minimum=1, maximum=366,
-                                       description="Extract window: listings of ds-extract_lookback_days+1 .. ds "
-                                                   "(raise it on a first run to pull history into one partition)."),
+    declared = {name: Param(schema.pop("default"), **schema)
+                for name, schema in param_schemas(get_use_case(use_case)).items()}
+    return {**declared,
         "dry_run": Param(False, type="boolean", description="Evaluate and gate, but never promote."),
         "force_promote": Param(False, type="boolean",
                                description="Promote whatever the gate says (needs force_reason; logged)."),
@@ -150,15 +130,15 @@ def warehouse_uri(context: dict[str, Any]) -> str:
         from airflow.sdk import Connection
 
         return Connection.get(conn_id).get_uri()
-    from kd_tasks.config import default_warehouse_uri
+    from kd_tasks.home import default_warehouse_uri
 
     return default_warehouse_uri()
 
 
-def nightly_tasks(use_case: str, extract_task_id: str) -> None:
+def nightly_tasks(use_case: str) -> None:
     """The nightly chain inside a ``@dag``: extract -> soft labels -> distill -> evaluate -> gate ->
     promote | record candidate | hold -> report. Every task is a few lines around ``kd_tasks.nightly``;
-    only the use case's name (and the extract task's id) differ between DAGs."""
+    only the use case's name differs between DAGs (its declaration names the extract task)."""
     soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
 
     def resolved(context):
@@ -166,10 +146,10 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
 
         return resolve_use_case(use_case, context["params"])
 
-    @task(task_id=extract_task_id)
+    @task(task_id=get_use_case(use_case).extract_task_id)
     def extract_rows(**context) -> dict:
         with task_guard():
-            from kd_tasks.extract import EmptyPartitionError
+            from kd_tasks.stages.extract import EmptyPartitionError
             from kd_tasks.nightly import extract
 
             try:
@@ -186,7 +166,7 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
         with task_guard():
             from kd_tasks.nightly import soft_labels
 
-            result = soft_labels(resolved(context), run_ds(context))
+            result = soft_labels(resolved(context), run_ds(context), context["run_id"])
             context["outlet_events"][soft_labels_out].extra = {
                 "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
             return result
@@ -196,7 +176,7 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
         with task_guard():
             from kd_tasks.nightly import distill
 
-            return distill(resolved(context), run_ds(context), labelled, context["run_id"])
+            return distill(resolved(context), run_ds(context), labelled["run_dir"])
 
     @task(pool=HEAVY_POOL)
     def evaluate_student(distilled: dict, **context) -> dict:
@@ -204,7 +184,7 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
             from kd_tasks.nightly import evaluate
 
             p = context["params"]
-            return evaluate(resolved(context), run_ds(context), distilled, p["dry_run"],
+            return evaluate(resolved(context), run_ds(context), distilled["run_dir"], p["dry_run"],
                             is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
                             force_promote=p["force_promote"], force_reason=p["force_reason"])
 
@@ -214,24 +194,24 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
                                                                                    "hold_student")
 
     @task(outlets=[production_out])
-    def promote_student(distilled: dict, evaluated: dict, **context) -> dict:
+    def promote_student(evaluated: dict, **context) -> dict:
         with task_guard():
             from kd_tasks.nightly import promote
 
-            outcome = promote(resolved(context), run_ds(context), distilled, context["run_id"],
+            outcome = promote(resolved(context), run_ds(context), evaluated["run_dir"], context["run_id"],
                               reason=evaluated["action_reason"])
             if outcome["outcome"] == "promoted":
                 context["outlet_events"][production_out].extra = {
                     "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
-                    "teacher_version": distilled["teacher_version"]}
+                    "teacher_version": outcome["teacher_version"]}
             return outcome
 
     @task
-    def record_candidate(distilled: dict, evaluated: dict, **context) -> dict:
+    def record_candidate(evaluated: dict, **context) -> dict:
         with task_guard():
             from kd_tasks.nightly import record_candidate
 
-            return record_candidate(resolved(context), run_ds(context), distilled, context["run_id"],
+            return record_candidate(resolved(context), run_ds(context), evaluated["run_dir"], context["run_id"],
                                     evaluated["action_reason"])
 
     @task
@@ -239,7 +219,7 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
         with task_guard():
             from kd_tasks.nightly import hold
 
-            return hold(resolved(context), evaluated)
+            return hold(resolved(context), evaluated["run_dir"], evaluated["reason"])
 
     @task(trigger_rule="none_failed_min_one_success")
     def write_report(evaluated: dict, **context) -> str:
@@ -250,6 +230,5 @@ def nightly_tasks(use_case: str, extract_task_id: str) -> None:
 
     distilled = distill_student(generate_soft_labels(extract_rows()))
     evaluated = evaluate_student(distilled)
-    outcomes = [promote_student(distilled, evaluated), record_candidate(distilled, evaluated),
-                hold_student(evaluated)]
+    outcomes = [promote_student(evaluated), record_candidate(evaluated), hold_student(evaluated)]
     gate_student(evaluated) >> outcomes >> write_report(evaluated)

@@ -33,8 +33,8 @@ def kd_export_production_model():
     @task
     def export_production_model(**context) -> dict:
         with task_guard():
-            from kd_tasks.config import get_use_case
-            from kd_tasks.export import export_production
+            from kd_tasks.stages.export import export_production
+            from kd_tasks.use_cases import get_use_case
 
             version = context["params"].get("version")
             for events in (context.get("triggering_asset_events") or {}).values():

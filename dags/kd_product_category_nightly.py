@@ -30,7 +30,7 @@ USE_CASE = "product_category"
     doc_md=__doc__,
 )
 def kd_product_category_nightly():
-    nightly_tasks(USE_CASE, extract_task_id="extract_products")
+    nightly_tasks(USE_CASE)
 
 
 kd_product_category_nightly()

@@ -34,7 +34,7 @@ USE_CASE = "purchase_intent"
     doc_md=__doc__,
 )
 def kd_purchase_intent_nightly():
-    nightly_tasks(USE_CASE, extract_task_id="extract_candidates")
+    nightly_tasks(USE_CASE)
 
 
 kd_purchase_intent_nightly()

@@ -13,9 +13,10 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from kd_common import DEFAULT_ARGS, ds_param, task_guard, run_ds, warehouse_uri
-from kd_tasks.config import USE_CASES, TeacherTrainConfig
+from kd_tasks.config import TeacherTrainConfig, override_schemas
+from kd_tasks.use_cases import USE_CASES
 
-_T = TeacherTrainConfig()
+TRAIN_PARAMS = override_schemas(TeacherTrainConfig)
 # Every use case's extract params, typed as declared: a misspelled key or a string is refused before a run exists.
 SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", "minimum": 1}
               for uc in USE_CASES.values() for name, value in uc.extract_params.items()}
@@ -35,15 +36,8 @@ SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", 
         "force": Param(False, type="boolean", description="Retrain even if a valid teacher exists."),
         "base_model": Param("", type="string",
                             description="Local Hugging Face directory to start from; empty = the packaged MiniLM."),
-        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=50,
-                        description="Training epochs; empty = the use case's declaration "
-                                    f"(product_category: {_T.epochs})."),
-        "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
-                               description="AdamW learning rate (of the encoder for a text teacher; its new head "
-                                           "uses head_learning_rate); empty = the use case's declaration."),
-        "max_rows": Param(None, type=["null", "integer"], minimum=1,
-                          description="Cap on gold rows used for training (CPU time grows with it); empty = "
-                                      "the use case's declaration."),
+        # TeacherTrainConfig's Param fields (epochs, learning_rate, max_rows), each optional
+        **{name: Param(schema.pop("default"), **schema) for name, schema in TRAIN_PARAMS.items()},
         "sql_params": Param({}, type="object", additionalProperties=False, properties=SQL_PARAMS,
                             description="Values for the use case's extract_params, e.g. {\"label_horizon_days\": 7, "
                                         "\"candidate_days\": 28} for Online Retail; empty = the declaration. "
@@ -64,8 +58,7 @@ def kd_teacher_bootstrap():
             use_case = resolve_use_case(params["use_case"], {}, sql_params=params.get("sql_params") or {})
             return bootstrap(use_case, run_ds(context), warehouse_uri(context),
                              base_model=params["base_model"] or None, force=params["force"],
-                             train={k: params[k] for k in ("epochs", "learning_rate", "max_rows")
-                                    if params.get(k) is not None})
+                             train={k: params[k] for k in TRAIN_PARAMS if params.get(k) is not None})
 
     bootstrap_teacher()
 

@@ -1,1 +1,2 @@
-"""Nightly knowledge distillation stages. Plain library: never imports airflow."""
+"""Nightly knowledge distillation as a plain library (never imports Airflow): use cases declared in
+``use_cases/``, model families in ``models/``, stages in ``stages/``, KD_HOME behind ``storage/``."""

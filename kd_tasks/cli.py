@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import USE_CASES, default_warehouse_uri, get_use_case, kd_home
+from .home import default_warehouse_uri, kd_home
+from .use_cases import USE_CASES, get_use_case
 
 DEFAULT_FASHION = Path(os.environ.get("KD_DATASETS", "../shared/datasets")) / "fashion_product_styles"
 
@@ -124,39 +125,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     uri = args.warehouse or default_warehouse_uri()
-    from . import warehouse
+    from .loaders import catalogue
+    from .warehouse import redact
 
-    shown = warehouse.redact(uri)
+    shown = redact(uri)
 
     if args.command == "seed-demo":
-        from .synthetic import generate_catalogue
+        from .loaders.synthetic import generate_catalogue
 
         rows = generate_catalogue(args.rows, args.days, args.end_date, args.gold_fraction, args.seed)
-        n = warehouse.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
+        n = catalogue.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
         print(f"loaded {n} synthetic products ({sum(r['category'] is not None for r in rows)} labelled) into "
               f"{shown}; {_table_line(uri)}")
     elif args.command == "load-catalogue":
-        n = warehouse.load_catalogue_file(uri, args.file, encoding=args.encoding, text_column=args.text_column,
+        n = catalogue.load_catalogue_file(uri, args.file, encoding=args.encoding, text_column=args.text_column,
                                           label_column=args.label_column, id_column=args.id_column,
                                           date_column=args.date_column, end_date=args.end_date,
                                           days=args.days, replace=args.replace, clear_labels=args.clear_labels)
         print(f"loaded {n} products from {args.file} into {shown}; {_table_line(uri)}")
     elif args.command == "load-fashion":
-        from .data import is_holdout
+        from .holdout import is_holdout
 
-        records = warehouse.read_fashion_styles(args.folder)[:args.limit]
-        rows = warehouse.catalogue_rows(records, source="fashion_product_styles", text_column="productDisplayName",
+        records = catalogue.read_fashion_styles(args.folder)[:args.limit]
+        rows = catalogue.catalogue_rows(records, source="fashion_product_styles", text_column="productDisplayName",
                                         label_column=args.label, id_column="id", end_date=args.end_date,
                                         days=args.days)
         keep = int(round(args.gold_fraction * 100))
         for r in rows:  # hide labels on a stable share of rows: the "most rows are unlabelled" reality
             if not is_holdout("gold:" + r["product_id"], keep):
                 r["category"] = None
-        n = warehouse.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
+        n = catalogue.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
         print(f"loaded {n} fashion products ({sum(r['category'] is not None for r in rows)} labelled with "
               f"{args.label}) into {shown}; {_table_line(uri)}")
     elif args.command == "load-events":
-        from .events import load_events, read_online_retail, read_taobao, select_days
+        from .loaders.events import load_events, read_online_retail, read_taobao, select_days
 
         rows, dropped = (read_taobao if args.source == "taobao" else read_online_retail)(args.file)
         rows = select_days(rows, args.first_day, args.last_day)
@@ -168,16 +170,16 @@ def _run(args: argparse.Namespace) -> int:
 
         print(json.dumps(bootstrap(get_use_case(args.use_case), args.ds, uri, args.base_model, args.force)))
     elif args.command == "make-tiny-base":
-        from .teacher import create_tiny_base_model
+        from .models.hf_text import create_tiny_base_model
 
         print(create_tiny_base_model(args.out_dir))
     elif args.command == "rollback":
-        from .registry import rollback
+        from .storage.registry import rollback
 
         result = rollback(args.use_case, args.version, args.reason)
         print(f"production of {args.use_case} now {result['version']} (was {result['previous']})")
     elif args.command == "promotions":
-        from .registry import alias_version, promotion_log
+        from .storage.registry import alias_version, promotion_log
 
         for e in promotion_log(args.use_case)[-args.last:]:
             print(f"{str(e.get('at'))[:19]}  {e.get('outcome', '?'):<14} {e.get('version')}  ds={e.get('ds')}  "
@@ -186,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         return _report(args)
     elif args.command == "sweep":
-        from .files import sweep
+        from .storage.files import sweep
 
         removed = sweep(kd_home(), stale_after_s=args.older_than_hours * 3600)
         print(f"removed {len(removed)} leftover(s) of killed writes under {kd_home()}")
@@ -194,20 +196,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _table_line(uri: str) -> str:
-    from .warehouse import count_products
+    from .loaders.catalogue import count_products
 
     counts = count_products(uri)
     return f"the products table now holds {counts['rows']} rows ({counts['labelled']} with a gold label)"
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .files import IntegrityError, read_json
-    from .lake import parse_ds
-    from .report import format_report
+    from .stages.report import format_report
+    from .storage.files import IntegrityError, read_json
+    from .storage.lake import parse_ds
+    from .storage.runs import reports as run_reports
 
     parse_ds(args.ds)
     reports = []
-    for p in sorted((kd_home() / "runs" / args.use_case).glob("*/report.json"), key=lambda p: p.stat().st_mtime):
+    for p in run_reports(args.use_case):
         try:
             report = read_json(p, "run report", "rerun the write_report task of that run")
         except IntegrityError as exc:

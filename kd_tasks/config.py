@@ -1,37 +1,33 @@
-"""Typed configuration: one frozen dataclass per concern.
+"""Typed configuration: one frozen dataclass per concern, and the ``UseCase`` a declaration fills in
+(the declarations live in ``kd_tasks.use_cases``).
 
 Every config is built with ``from_dict`` which rejects unknown keys (listing the known ones) and
 validates values in ``__post_init__`` with a message that says what to change. The config used by a
-run is saved next to every artifact it produces (``asdict``).
+run is saved next to every artifact it produces (``asdict``). A field declared with ``param(...)``
+metadata is also a Param of the nightly DAGs (``param_fields``): one new hyperparameter is one edit.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .names import InputError
+from .home import kd_home
+from .losses import LOSS_TERMS
+from .models import family
+from .names import ConfigError
+from .tasks import QUALITY_METRICS, get_task
 
 T = TypeVar("T")
 
-STUDENT_SIZES = {
-    # name: (hash buckets, embedding dim, hidden units)
-    "small": (1 << 14, 32, 64),
-    "base": (1 << 15, 48, 128),
-    "large": (1 << 16, 64, 256),
-}
 
-
-TASKS = ("multiclass", "binary")  # multiclass: softmax over label names; binary: one logit of the positive label
-QUALITY_METRICS = {"macro_f1": "multiclass", "accuracy": "multiclass", "auc": "binary", "pr_auc": "binary"}
-STUDENT_FAMILIES = ("hashed_ngram_mlp", "tabular_mlp")  # text in, or a matrix of feature columns in
-TEACHER_FAMILIES = ("hf_sequence_classifier", "tabular_mlp")
-
-
-class ConfigError(InputError):
-    """A configuration value is unknown or out of range."""
+def param(description: str, **schema: Any) -> dict[str, Any]:
+    """Field metadata that makes a config field a DAG Param: its description and JSON-schema bounds
+    (``minimum``, ``maximum``, ``exclusiveMinimum``, ``enum``). The Param's type and default come from
+    the field and the use case's declaration."""
+    return {"param": {"description": description, **schema}}
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any] | None) -> T:
@@ -46,35 +42,24 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None) -> T:
     return cls(**values)
 
 
-def kd_home() -> Path:
-    """Root of everything the pipeline writes: ``$KD_HOME`` (a path or ``file://`` URI), default ``./var``."""
-    raw = os.environ.get("KD_HOME", "var")
-    if raw.startswith("file://"):
-        raw = raw[len("file://"):]
-    elif "://" in raw:
-        raise ConfigError(
-            f"KD_HOME={raw!r}: only local paths and file:// URIs are supported; "
-            "mount the object store or set KD_HOME to a local directory"
-        )
-    return Path(raw).resolve()
-
-
-def default_warehouse_uri() -> str:
-    """``$KD_WAREHOUSE`` if set, else the embedded SQLite file under KD_HOME."""
-    return os.environ.get("KD_WAREHOUSE") or f"sqlite:///{kd_home() / 'warehouse.db'}"
-
-
 @dataclass(frozen=True)
 class DistillConfig:
-    temperature: float = 8.0  # T: softens both distributions; one labelling serves any T (bench-sweep)
-    alpha: float = 0.5  # weight of the T^2-scaled KL term; (1 - alpha) weights CE on gold rows (bench-sweep)
-    epochs: int = 8  # passes over the training window
-    learning_rate: float = 0.01  # AdamW learning rate
+    temperature: float = field(default=8.0, metadata=param(  # one labelling serves any T (bench-sweep)
+        "Distillation temperature T (softens teacher and student).", exclusiveMinimum=0, maximum=20))
+    alpha: float = field(default=0.5, metadata=param(  # (bench-sweep)
+        "Weight of the T²-scaled KL term; 1 - alpha weights CE on gold rows.", minimum=0, maximum=1))
+    epochs: int = field(default=8, metadata=param("Student training epochs.", minimum=1, maximum=100))
+    learning_rate: float = field(default=0.01, metadata=param(
+        "AdamW learning rate of the student.", exclusiveMinimum=0, maximum=1))
     batch_size: int = 128  # rows per optimisation step
-    seed: int = 0  # seeds torch and the shuffling; same seed + same data -> same student
-    student_size: str = "base"  # one of STUDENT_SIZES: hash buckets / embedding dim / hidden units
-    lookback_days: int = 7  # training window: soft-label partitions ds-lookback+1 .. ds
+    seed: int = field(default=0, metadata=param("Seed: same seed + same data = same student.", minimum=0))
+    student_size: str = field(default="base", metadata=param(  # the enum: the student family's sizes
+        "Student capacity (the student family's sizes, e.g. hash buckets / embedding dim / hidden units)."))
+    lookback_days: int = field(default=7, metadata=param(
+        "Training window: soft-label partitions ds-lookback+1 .. ds.", minimum=1, maximum=90))
     warm_start: bool = True  # start from the champion's weights when it is compatible
+    # The objective: loss term name (kd_tasks.losses.LOSS_TERMS) -> weight; None = the task's default
+    loss_terms: Mapping[str, float] | None = None
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -87,12 +72,18 @@ class DistillConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.student_size not in STUDENT_SIZES:
-            raise ConfigError(
-                f"student_size={self.student_size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}"
-            )
         if self.lookback_days < 1:
             raise ConfigError(f"lookback_days must be >= 1, got {self.lookback_days}")
+        if self.loss_terms is not None:
+            terms = dict(self.loss_terms)
+            unknown = sorted(set(terms) - set(LOSS_TERMS))
+            if not terms or unknown:
+                raise ConfigError(f"loss_terms {terms} name unknown or no terms; known: {sorted(LOSS_TERMS)}")
+            bad = {k: w for k, w in terms.items()
+                   if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0}
+            if bad:
+                raise ConfigError(f"loss term weights must be finite numbers > 0, got {bad}")
+            object.__setattr__(self, "loss_terms", {k: float(w) for k, w in terms.items()})
 
 
 @dataclass(frozen=True)
@@ -117,12 +108,15 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    epochs: int = 5  # fine-tuning passes over the gold rows
-    learning_rate: float = 1e-4  # AdamW learning rate of the encoder
+    epochs: int = field(default=5, metadata=param("Training epochs.", minimum=1, maximum=50))
+    learning_rate: float = field(default=1e-4, metadata=param(
+        "AdamW learning rate (of the encoder for a text teacher; its new head uses head_learning_rate).",
+        exclusiveMinimum=0, maximum=1))
     head_learning_rate: float = 1e-3  # the freshly initialised classification head learns faster
     batch_size: int = 32  # rows per step
     max_length: int = 32  # tokens per title; longer titles are truncated
-    max_rows: int = 4000  # cap on gold rows used (keeps a CPU bootstrap within minutes)
+    max_rows: int = field(default=4000, metadata=param(
+        "Cap on gold rows used for training (CPU time grows with it).", minimum=1))
     seed: int = 0
 
     def __post_init__(self):
@@ -142,15 +136,19 @@ class UseCase:
     input_columns: tuple[str, ...]  # serving-time inputs of the student (text: one column)
     label_column: str  # gold label; NULL where no human label exists
     teacher_sql: str  # file under sql/ returning the gold-labelled rows a teacher is trained on
-    task: str = "multiclass"  # one of TASKS: picks the loss and the metrics
+    extract_task_id: str = "extract_rows"  # the nightly DAG's extract task (named where a message says what to rerun)
+    task: str = "multiclass"  # one of kd_tasks.tasks.TASKS: gold encoding, outputs, metrics, default loss
     privileged_columns: tuple[str, ...] = ()  # teacher-only inputs, known after the fact (never served)
-    student_family: str = "hashed_ngram_mlp"  # one of STUDENT_FAMILIES
-    teacher_family: str = "hf_sequence_classifier"  # one of TEACHER_FAMILIES
+    student_family: str = "hashed_ngram_mlp"  # a family with a student in kd_tasks.models.FAMILIES
+    teacher_family: str = "hf_sequence_classifier"  # a family with a teacher in kd_tasks.models.FAMILIES
+    group_column: str = ""  # grouping key (a query, ...): held out, trained on and measured as a whole
     extract_params: Mapping[str, Any] = field(default_factory=dict)  # extra values bound into both SQL files
     teacher_dir: str = ""  # local teacher directory; default: KD_HOME/teachers/<name>
     teacher_lookback_days: int = 0  # teacher data: rows of ds-lookback+1 .. ds; 0 = all history up to ds
-    holdout_percent: int = 20  # rows whose id hashes below this percentage are never trained on
-    extract_lookback_days: int = 1  # extract window: ds-extract_lookback_days+1 .. ds
+    holdout_percent: int = 20  # rows whose id (or group) hashes below this percentage are never trained on
+    extract_lookback_days: int = field(default=1, metadata=param(
+        "Extract window: rows of ds-extract_lookback_days+1 .. ds (raise it on a first run to pull history "
+        "into one partition).", minimum=1, maximum=366))
     distill: DistillConfig = field(default_factory=DistillConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
@@ -164,20 +162,35 @@ class UseCase:
             raise ConfigError(f"extract_lookback_days must be >= 1, got {self.extract_lookback_days}")
         if self.teacher_lookback_days < 0:
             raise ConfigError(f"teacher_lookback_days must be >= 0 (0 = all history), got {self.teacher_lookback_days}")
-        if self.task not in TASKS:
-            raise ConfigError(f"task {self.task!r} is unknown; choose one of {list(TASKS)}")
-        if self.student_family not in STUDENT_FAMILIES:
-            raise ConfigError(f"student_family {self.student_family!r} is unknown; choose one of {list(STUDENT_FAMILIES)}")
-        if self.teacher_family not in TEACHER_FAMILIES:
-            raise ConfigError(f"teacher_family {self.teacher_family!r} is unknown; choose one of {list(TEACHER_FAMILIES)}")
+        task = get_task(self.task)
+        for role in ("student", "teacher"):
+            fam = family(getattr(self, f"{role}_family"), role)
+            if self.task not in fam.tasks:
+                raise ConfigError(f"use case {self.name!r} is a {self.task} task but its {role} family {fam.name!r} "
+                                  f"supports {list(fam.tasks)}; choose a {role} family for {self.task} tasks")
         if not self.input_columns:
             raise ConfigError(f"use case {self.name!r} declares no input_columns")
-        if self.student_family == "hashed_ngram_mlp" and len(self.input_columns) != 1:
+        if family(self.student_family).inputs == "text" and len(self.input_columns) != 1:
             raise ConfigError(f"a text student reads one column, got input_columns={list(self.input_columns)}")
+        sizes = family(self.student_family).sizes
+        if self.distill.student_size not in sizes:
+            raise ConfigError(f"student_size={self.distill.student_size!r} is unknown for the {self.student_family} "
+                              f"student; choose one of {sorted(sizes)}")
+        terms = self.distill.loss_terms if self.distill.loss_terms is not None else task.default_loss
+        wrong = sorted(t for t in terms if self.task not in LOSS_TERMS[t].tasks)
+        if wrong:
+            raise ConfigError(f"loss term(s) {wrong} do not apply to {self.task} tasks; use one of "
+                              f"{sorted(n for n, t in LOSS_TERMS.items() if self.task in t.tasks)}")
+        object.__setattr__(self, "distill", dataclasses.replace(self.distill, loss_terms=dict(terms)))
         if QUALITY_METRICS[self.gate.metric] != self.task:
             raise ConfigError(f"gate metric {self.gate.metric!r} is for {QUALITY_METRICS[self.gate.metric]} tasks but "
                               f"use case {self.name!r} is {self.task}; pick one of "
                               f"{sorted(m for m, t in QUALITY_METRICS.items() if t == self.task)}")
+
+    @property
+    def holdout_column(self) -> str:
+        """The column whose value decides the held-out slice: the grouping key, else the row id."""
+        return self.group_column or self.id_column
 
     @property
     def text_column(self) -> str:
@@ -214,50 +227,36 @@ class UseCase:
         return dataclasses.replace(self, distill=new_distill, gate=new_gate, **top)
 
 
-PRODUCT_CATEGORY = UseCase(
-    name="product_category",
-    extract_sql="product_category/extract_products.sql",
-    id_column="product_id",
-    input_columns=("title",),
-    label_column="category",
-    teacher_sql="product_category/gold_products.sql",
-)
-
-# Serving-time features of sql/purchase_intent/extract_candidates.sql: events strictly before the cutoff.
-INTENT_SERVING = (
-    "ui_pv_7d", "ui_cart_7d", "ui_fav_7d", "ui_buy_7d", "ui_buy_28d", "ui_events_1d", "ui_events_28d",
-    "ui_recency_days", "u_events_1d", "u_events_7d", "u_buy_7d", "u_buy_28d", "u_items_28d", "u_active_days_28d",
-    "u_recency_days", "i_events_1d", "i_events_7d", "i_buy_7d", "i_buy_28d", "i_users_28d", "c_events_7d",
-    "c_buy_28d", "uc_events_7d", "uc_buy_28d",
-)
-# Privileged features: the label window's other behaviour, known only after the fact (teacher only).
-INTENT_PRIVILEGED = ("ui_pv_after", "ui_cart_after", "ui_fav_after", "u_browse_after", "u_buy_other_after",
-                     "u_items_after", "i_buy_other_after", "i_users_after")
-
-PURCHASE_INTENT = UseCase(
-    name="purchase_intent",
-    task="binary",
-    extract_sql="purchase_intent/extract_candidates.sql",
-    teacher_sql="purchase_intent/extract_candidates.sql",
-    id_column="candidate_id",
-    input_columns=INTENT_SERVING,
-    privileged_columns=INTENT_PRIVILEGED,
-    label_column="bought",
-    student_family="tabular_mlp",
-    teacher_family="tabular_mlp",
-    # label_horizon_days: the label window (days from the cutoff); candidate_days: recent-interest window.
-    extract_params={"label_horizon_days": 1, "candidate_days": 3},
-    teacher_lookback_days=7,
-    distill=DistillConfig(temperature=2.0, alpha=0.5, epochs=6, learning_rate=3e-3, batch_size=512,
-                          student_size="base", lookback_days=7),
-    gate=GateConfig(metric="auc", min_teacher_retention=0.75, max_champion_regression=0.01),
-    teacher_train=TeacherTrainConfig(epochs=10, learning_rate=1e-3, batch_size=256, max_rows=400_000),
-)
-
-USE_CASES = {u.name: u for u in (PRODUCT_CATEGORY, PURCHASE_INTENT)}
+def param_fields(cls: type) -> dict[str, dict[str, Any]]:
+    """The fields of a config class declared as DAG Params: name -> the ``param(...)`` metadata."""
+    return {f.name: dict(f.metadata["param"]) for f in dataclasses.fields(cls) if "param" in f.metadata}
 
 
-def get_use_case(name: str) -> UseCase:
-    if name not in USE_CASES:
-        raise ConfigError(f"unknown use case {name!r}; known: {sorted(USE_CASES)}")
-    return USE_CASES[name]
+_JSON_TYPES = {"float": "number", "int": "integer", "str": "string", "bool": "boolean"}
+
+
+def override_schemas(cls: type) -> dict[str, dict[str, Any]]:
+    """JSON schema of each ``param(...)`` field of ``cls`` as an optional override: null (the default)
+    keeps the use case's declaration."""
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    return {name: {**meta, "type": ["null", _JSON_TYPES[str(types[name])]], "default": None,
+                   "description": f"{meta['description']} Empty = the use case's declaration."}
+            for name, meta in param_fields(cls).items()}
+
+
+def param_schemas(use_case: UseCase) -> dict[str, dict[str, Any]]:
+    """JSON schema (``type``, bounds, ``description``) and ``default`` of every Param a nightly run of
+    ``use_case`` takes from its config: the ``param(...)`` fields of ``UseCase`` and ``DistillConfig``
+    with the declaration's values as defaults, and its ``extract_params`` by name."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in use_case.extract_params.items():
+        out[name] = {"default": value, "type": "integer" if isinstance(value, int) else "number", "minimum": 1,
+                     "description": f"Bound into sql/{use_case.extract_sql} as :{name} (see the README)."}
+    for owner, cls in ((use_case, UseCase), (use_case.distill, DistillConfig)):
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, meta in param_fields(cls).items():
+            out[name] = {"default": getattr(owner, name), "type": _JSON_TYPES[str(types[name])], **meta}
+    out["student_size"]["enum"] = sorted(family(use_case.student_family).sizes)
+    return out
+
+

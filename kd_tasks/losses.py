@@ -1,21 +1,31 @@
-"""The distillation loss of Hinton, Vinyals & Dean (2015), with gold labels where they exist."""
+"""Loss terms of the distillation objective, by name; the objective is their weighted sum.
+
+A use case's ``DistillConfig.loss_terms`` maps term names to weights (default: its task's
+``default_loss``, which is one term). Each term takes the student's logits, the teacher's logits and
+the gold targets of a batch (``NO_LABEL`` where a row has none) and the distillation config; adding a
+term is a function and one ``LOSS_TERMS`` row.
+
+torch is imported inside the terms: this table is read when DAG files are parsed.
+"""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-NO_LABEL = -1  # gold index of a row that has no human label
+from .tasks import NO_LABEL
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """``alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(gold, z_s)``.
+def kd_loss(student_logits: Any, teacher_logits: Any, gold: Any, temperature: float, alpha: float) -> Any:
+    """The distillation loss of Hinton, Vinyals & Dean (2015), with gold labels where they exist:
+    ``alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(gold, z_s)``.
 
     - KL is summed over classes and averaged over all rows of the batch (labelled or not).
     - CE is averaged over the rows whose ``gold`` is not ``NO_LABEL`` only; a batch without any gold
       row contributes 0 to that term.
     - T^2 keeps the gradient scale of the soft term independent of T (Hinton et al., section 2).
     """
+    import torch.nn.functional as F
+
     t = temperature
     log_p_student = F.log_softmax(student_logits / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)
@@ -28,8 +38,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: to
     return alpha * t * t * kl + (1.0 - alpha) * ce
 
 
-def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: torch.Tensor,
-                   temperature: float, alpha: float) -> torch.Tensor:
+def binary_kd_loss(student_logits: Any, teacher_logits: Any, gold: Any, temperature: float, alpha: float) -> Any:
     """Binary distillation on one logit per row, with a temperature on the logits.
 
     With ``p_t = sigmoid(z_t / T)`` and ``p_s = sigmoid(z_s / T)``::
@@ -40,6 +49,9 @@ def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, g
     - BCE is averaged over rows whose ``gold`` (0 or 1) is not ``NO_LABEL``; 0 when there are none.
     - It equals ``kd_loss`` on the two-class logits ``[0, z]``: a sigmoid is a softmax over two classes.
     """
+    import torch
+    import torch.nn.functional as F
+
     t = temperature
     z_s = student_logits.reshape(-1) / t
     z_t = teacher_logits.reshape(-1).to(z_s.dtype) / t
@@ -56,4 +68,30 @@ def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, g
     return alpha * t * t * kl + (1.0 - alpha) * bce
 
 
-LOSSES = {"multiclass": kd_loss, "binary": binary_kd_loss}  # task -> distillation loss
+@dataclass(frozen=True)
+class LossTerm:
+    fn: Callable[..., Any]  # (student_logits, teacher_logits, gold, config) -> scalar tensor
+    tasks: tuple[str, ...]  # the tasks whose outputs it understands
+    doc: str
+
+
+LOSS_TERMS: dict[str, LossTerm] = {
+    "kd": LossTerm(lambda z_s, z_t, gold, c: kd_loss(z_s, z_t, gold, c.temperature, c.alpha), ("multiclass",),
+                   "Hinton KD: alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE on gold rows"),
+    "binary_kd": LossTerm(lambda z_s, z_t, gold, c: binary_kd_loss(z_s, z_t, gold, c.temperature, c.alpha),
+                          ("binary",), "KD on one logit: alpha * T^2 * Bernoulli KL + (1 - alpha) * BCE on gold rows"),
+}
+
+
+def objective(terms: Mapping[str, float], config: Any) -> Callable[[Any, Any, Any], Any]:
+    """The weighted sum of ``terms`` as one function of (student logits, teacher logits, gold)."""
+    chosen = [(LOSS_TERMS[name].fn, float(weight)) for name, weight in terms.items()]
+
+    def loss(z_s: Any, z_t: Any, gold: Any) -> Any:
+        total = None
+        for fn, weight in chosen:
+            value = weight * fn(z_s, z_t, gold, config)
+            total = value if total is None else total + value
+        return total
+
+    return loss

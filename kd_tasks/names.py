@@ -20,6 +20,10 @@ class InputError(ValueError):
     """A value from outside is invalid. Deterministic: retrying the same input cannot succeed."""
 
 
+class ConfigError(InputError):
+    """A configuration value is unknown or out of range."""
+
+
 def _check(value: object, pattern: str, what: str, example: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise InputError(f"{what} {value!r} is not valid: it must match {pattern} (e.g. {example!r})")

@@ -53,7 +53,7 @@ def datasets_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fashion_records(datasets_dir):
-    from kd_tasks.warehouse import read_fashion_styles
+    from kd_tasks.loaders.catalogue import read_fashion_styles
 
     return read_fashion_styles(datasets_dir / "fashion_product_styles")
 
@@ -61,7 +61,7 @@ def fashion_records(datasets_dir):
 @pytest.fixture(scope="session")
 def taobao_events(datasets_dir):
     """The real Taobao UserBehavior sample as event rows (84,440 after the documented drops)."""
-    from kd_tasks.events import read_taobao
+    from kd_tasks.loaders.events import read_taobao
 
     rows, _ = read_taobao(datasets_dir / "taobao_userbehavior_sample" / "UserBehavior_head.csv.gz")
     return rows
@@ -70,7 +70,7 @@ def taobao_events(datasets_dir):
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random BERT with MiniLM's tokenizer: the starting point of fast test teachers."""
-    from kd_tasks.teacher import create_tiny_base_model
+    from kd_tasks.models.hf_text import create_tiny_base_model
 
     return create_tiny_base_model(tmp_path_factory.mktemp("tiny_base") / "model")
 
@@ -112,15 +112,15 @@ TINY_TEACHER_TRAIN = {"epochs": 6, "learning_rate": 3e-3, "max_rows": 2000}
 @pytest.fixture
 def fashion_warehouse(kd_home, fashion_records) -> str:
     """600 real fashion listings (masterCategory labels, every 4th unlabelled) over 3 days ending DS."""
-    from kd_tasks import warehouse
-    from kd_tasks.config import default_warehouse_uri
+    from kd_tasks.loaders import catalogue
+    from kd_tasks.home import default_warehouse_uri
 
-    rows = warehouse.catalogue_rows(fashion_records[:600], source="fashion", text_column="productDisplayName",
+    rows = catalogue.catalogue_rows(fashion_records[:600], source="fashion", text_column="productDisplayName",
                                     label_column="masterCategory", id_column="id", end_date=DS, days=3)
     for r in rows[::4]:
         r["category"] = None
     uri = default_warehouse_uri()
-    warehouse.load_products(uri, rows, replace=True)
+    catalogue.load_products(uri, rows, replace=True)
     return uri
 
 
@@ -139,19 +139,19 @@ def run_chain(ds: str = DS, run_id: str = "test_run", action: dict | None = None
     ``action`` goes to the action choice (is_backfill, force_promote, force_reason, ...).
     """
     from kd_tasks import nightly
-    from kd_tasks.config import default_warehouse_uri
+    from kd_tasks.home import default_warehouse_uri
 
     uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, **params})
     extracted = nightly.extract(uc, ds, default_warehouse_uri())
-    labelled = nightly.soft_labels(uc, ds)
-    distilled = nightly.distill(uc, ds, labelled, run_id)
-    evaluated = nightly.evaluate(uc, ds, distilled, params.get("dry_run", False), **(action or {}))
+    labelled = nightly.soft_labels(uc, ds, run_id)
+    distilled = nightly.distill(uc, ds, labelled["run_dir"])
+    evaluated = nightly.evaluate(uc, ds, distilled["run_dir"], params.get("dry_run", False), **(action or {}))
     if evaluated["action"] == "promote":
-        nightly.promote(uc, ds, distilled, run_id, reason=evaluated["action_reason"])
+        nightly.promote(uc, ds, distilled["run_dir"], run_id, reason=evaluated["action_reason"])
     elif evaluated["action"] == "candidate":
-        nightly.record_candidate(uc, ds, distilled, run_id, evaluated["action_reason"])
+        nightly.record_candidate(uc, ds, distilled["run_dir"], run_id, evaluated["action_reason"])
     else:
-        nightly.hold(uc, evaluated)
+        nightly.hold(uc, evaluated["run_dir"], evaluated["reason"])
     report = nightly.write_report(uc, ds, run_id, evaluated["run_dir"])
     return {"extracted": extracted, "labelled": labelled, "distilled": distilled, "evaluated": evaluated,
             "report": report}

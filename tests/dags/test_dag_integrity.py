@@ -65,7 +65,7 @@ def test_nightly_dag_shape(dagbag, dag_id, extract):
 
 
 def test_purchase_intent_params_come_from_its_declaration(dagbag):
-    from kd_tasks.config import PURCHASE_INTENT
+    from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT
 
     params = dagbag.dags["kd_purchase_intent_nightly"].params
     assert params["temperature"] == PURCHASE_INTENT.distill.temperature

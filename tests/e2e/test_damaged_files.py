@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from conftest import DS, run_chain
-from kd_tasks import files, lake, registry
-from kd_tasks.config import default_warehouse_uri
+from kd_tasks.storage import files, lake, registry
+from kd_tasks.home import default_warehouse_uri
 from kd_tasks.nightly import extract, resolve_use_case
-from kd_tasks.teacher import MANIFEST, TeacherError
+from kd_tasks.storage.teachers import MANIFEST, TeacherError
 
 
 def flip(path, where=0.5):
@@ -34,11 +34,11 @@ def test_changed_soft_label_pages_are_relabelled_and_train_the_same_student(nigh
     flip(soft, 0.3)
     again = run_chain(run_id="again")
     assert again["labelled"]["healed"] == [DS] and again["labelled"]["labelled"] == [DS]
-    from kd_tasks.report import format_report
+    from kd_tasks.stages.report import format_report
 
     text = format_report(json.loads(Path(again["report"]).read_text()))
     assert f"relabelled because their partitions failed verification: {DS}" in text
-    assert again["distilled"]["student"]["version"] == night["distilled"]["student"]["version"]
+    assert again["distilled"]["student_version"] == night["distilled"]["student_version"]
     lake.check_partition(soft, "soft-label", "")  # sound again
 
 
@@ -62,7 +62,7 @@ def test_a_damaged_champion_does_not_block_the_next_night(night):
     check = next(c for c in report["gate"]["checks"] if c["name"] == "champion_regression")
     assert check["passed"] and "is damaged and was not compared" in check["detail"]
     assert report["outcome"]["outcome"] == "promoted"
-    assert registry.champion("product_category")["version"] == nxt["distilled"]["student"]["version"]
+    assert registry.champion("product_category")["version"] == nxt["distilled"]["student_version"]
 
 
 def test_a_truncated_teacher_manifest_is_named_and_the_bootstrap_heals_it(night, tiny_base):
@@ -84,10 +84,10 @@ def test_changed_student_weights_in_the_run_directory_are_never_registered(kd_ho
 
     uc = resolve_use_case("product_category", {"extract_lookback_days": 3})
     nightly.extract(uc, DS, default_warehouse_uri())
-    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS), "run")
-    flip(Path(distilled["student"]["dir"]) / "student.safetensors", 0.8)
+    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "run")["run_dir"])
+    flip(Path(distilled["run_dir"]) / "student" / "student.safetensors", 0.8)
     with pytest.raises(files.IntegrityError, match="student.*hash to .* not to version .*clear the distill_student"):
-        nightly.evaluate(uc, DS, distilled, False)
+        nightly.evaluate(uc, DS, distilled["run_dir"], False)
     assert registry.alias_version("product_category") is None
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import run_chain
-from kd_tasks import registry
-from kd_tasks.config import get_use_case
-from kd_tasks.export import ExportMismatchError, export_production, held_out_texts
-from kd_tasks.student import Student, batch_inputs
+from kd_tasks.storage import registry
+from kd_tasks.use_cases import get_use_case
+from kd_tasks.stages.export import ExportMismatchError, export_production, held_out_texts
+from kd_tasks.models.hashed_ngram import HashedNgramStudent as Student, batch_inputs
 
 
 def test_export_reproduces_registry_predictions(kd_home, tiny_teacher):

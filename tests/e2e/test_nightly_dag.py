@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import DS, ROOT, TINY_TEACHER_TRAIN
-from kd_tasks import lake, registry
+from kd_tasks.storage import lake, registry
 
 LOGICAL = dt.datetime.fromisoformat(DS).replace(tzinfo=dt.timezone.utc)
 

@@ -10,8 +10,8 @@ import tarfile
 import pytest
 
 from conftest import DS, ROOT, TINY_TEACHER_TRAIN, run_chain
-from kd_tasks import files, lake, registry
-from kd_tasks.families import load_student
+from kd_tasks.storage import files, lake, registry
+from kd_tasks.models import load_student
 
 PREVIOUS_RELEASE = "6ae359f"  # the last commit before manifests
 

@@ -2,8 +2,9 @@
 import json
 
 from conftest import DS, run_chain
-from kd_tasks import nightly, registry
-from kd_tasks.config import default_warehouse_uri
+from kd_tasks import nightly
+from kd_tasks.storage import registry
+from kd_tasks.home import default_warehouse_uri
 
 
 def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
@@ -14,10 +15,10 @@ def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
     uc = uc.with_overrides(gate=strict["gate"])
     extracted = nightly.extract(uc, DS, default_warehouse_uri())
     assert extracted["rows"] > 0
-    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS), "forced")
-    evaluated = nightly.evaluate(uc, DS, distilled, False, force_promote=True, force_reason="INC-7 hotfix")
+    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "forced")["run_dir"])
+    evaluated = nightly.evaluate(uc, DS, distilled["run_dir"], False, force_promote=True, force_reason="INC-7 hotfix")
     assert evaluated["decision"] == "hold" and evaluated["action"] == "promote"
-    outcome = nightly.promote(uc, DS, distilled, "forced", reason=evaluated["action_reason"])
+    outcome = nightly.promote(uc, DS, distilled["run_dir"], "forced", reason=evaluated["action_reason"])
     assert outcome["outcome"] == "promoted"
     last = registry.promotion_log("product_category")[-1]
     assert last["outcome"] == "promoted" and "INC-7 hotfix" in last["reason"] and "gate said hold" in last["reason"]
@@ -38,12 +39,12 @@ def test_backfill_run_records_a_candidate_and_keeps_production(kd_home, tiny_tea
 def test_a_promotion_that_lost_the_race_is_reported_not_lost(kd_home, tiny_teacher):
     uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
     nightly.extract(uc, DS, default_warehouse_uri())
-    labelled = nightly.soft_labels(uc, DS)
-    slow = nightly.distill(uc, DS, labelled, "slow")  # reads "no champion" here...
+    labelled = nightly.soft_labels(uc, DS, "slow")
+    slow = nightly.distill(uc, DS, labelled["run_dir"])  # reads "no champion" here...
     run_chain(run_id="fast")  # ...while another run promotes first
     winner = registry.champion("product_category")["version"]
-    nightly.evaluate(uc, DS, slow, False)
-    outcome = nightly.promote(uc, DS, slow, "slow")
+    nightly.evaluate(uc, DS, slow["run_dir"], False)
+    outcome = nightly.promote(uc, DS, slow["run_dir"], "slow")
     assert outcome["outcome"] == "lost_race" and outcome["champion"] == winner
     assert registry.champion("product_category")["version"] == winner
     assert registry.promotion_log("product_category")[-1]["outcome"] == "lost_race"
@@ -55,12 +56,12 @@ def test_a_rerun_of_a_night_with_the_same_inputs_is_already_promoted(kd_home, ti
     student the first run promoted: same inputs, same student, nothing moves."""
     first = run_chain(run_id="first")
     again = run_chain(run_id="again")
-    v = first["distilled"]["student"]["version"]
-    assert again["distilled"]["student"]["version"] == v
+    v = first["distilled"]["student_version"]
+    assert again["distilled"]["student_version"] == v
     assert json.loads(open(again["report"]).read())["outcome"] == {**json.loads(open(again["report"]).read())["outcome"],
                                                                    "outcome": "promoted", "version": v, "already": True}
     assert [e["outcome"] for e in registry.promotion_log("product_category")] == ["promoted"]
-    from kd_tasks.report import format_report
+    from kd_tasks.stages.report import format_report
 
     assert f"promoted version {v} -> " in format_report(json.loads(open(again["report"]).read()))
     assert "(already in production: nothing moved)" in format_report(json.loads(open(again["report"]).read()))

@@ -7,9 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from kd_tasks import lake, registry
-from kd_tasks.config import INTENT_PRIVILEGED, INTENT_SERVING, default_warehouse_uri
-from kd_tasks.events import load_events, select_days
+from kd_tasks.storage import lake, registry
+from kd_tasks.use_cases.purchase_intent import PRIVILEGED as INTENT_PRIVILEGED, SERVING as INTENT_SERVING
+from kd_tasks.home import default_warehouse_uri
+from kd_tasks.loaders.events import load_events, select_days
 
 FAST = {"epochs": 3}  # the student budget of a test run; both students get the same
 

@@ -3,11 +3,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from conftest import DS
-from kd_tasks import lake
-from kd_tasks.extract import extract_partition
+from kd_tasks.storage import lake
+from kd_tasks.stages.extract import extract_partition
 from kd_tasks.nightly import bootstrap, resolve_use_case
-from kd_tasks.soft_labels import generate_soft_labels
-from kd_tasks.teacher import load_teacher
+from kd_tasks.stages.soft_labels import generate_soft_labels
+from kd_tasks.models import load_teacher
 
 
 def test_minilm_teacher_writes_soft_labels_for_real_titles(kd_home, fashion_warehouse):

@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 from conftest import DS
-from kd_tasks import lake, nightly, registry
-from kd_tasks.config import default_warehouse_uri
+from kd_tasks.storage import lake, registry
+from kd_tasks import nightly
+from kd_tasks.home import default_warehouse_uri
 
 
 def twice(fn, *args, **kwargs):
@@ -25,17 +26,17 @@ def test_every_nightly_task_run_twice_gives_one_outcome(kd_home, tiny_teacher):
     part = lake.extract_path("product_category", DS)
     assert lake.read_partition(part, "extract", "").num_rows == a["rows"]
 
-    a, b = twice(nightly.soft_labels, uc, DS)
+    a, b = twice(nightly.soft_labels, uc, DS, "run")
     assert a["teacher_version"] == b["teacher_version"] and b["reused"] == a["labelled"] + a["reused"]
 
-    a, b = twice(nightly.distill, uc, DS, a, "run")
+    a, b = twice(nightly.distill, uc, DS, a["run_dir"])
     assert a == b, "a retried distill trains the same student (same version)"
     distilled = b
 
-    a, b = twice(nightly.evaluate, uc, DS, distilled, False)
+    a, b = twice(nightly.evaluate, uc, DS, distilled["run_dir"], False)
     assert a == b and a["action"] == "promote"
 
-    a, b = twice(nightly.promote, uc, DS, distilled, "run", reason=a["action_reason"])
+    a, b = twice(nightly.promote, uc, DS, distilled["run_dir"], "run", reason=a["action_reason"])
     assert a["outcome"] == b["outcome"] == "promoted" and a["version"] == b["version"]
     assert b["already"] is True
     assert [e["outcome"] for e in registry.promotion_log("product_category")] == ["promoted"]
@@ -49,11 +50,11 @@ def test_record_candidate_and_hold_run_twice_log_once(kd_home, tiny_teacher):
 
     run_chain(run_id="first")
     uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
-    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS), "backfill__x")
-    evaluated = nightly.evaluate(uc, DS, distilled, False, is_backfill=True)
+    distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "backfill__x")["run_dir"])
+    evaluated = nightly.evaluate(uc, DS, distilled["run_dir"], False, is_backfill=True)
     assert evaluated["action"] == "candidate"
-    a, b = twice(nightly.record_candidate, uc, DS, distilled, "backfill__x", evaluated["action_reason"])
+    a, b = twice(nightly.record_candidate, uc, DS, distilled["run_dir"], "backfill__x", evaluated["action_reason"])
     assert a == b
     assert [e["outcome"] for e in registry.promotion_log("product_category")] == ["promoted", "candidate"]
-    a, b = twice(nightly.hold, uc, evaluated)
+    a, b = twice(nightly.hold, uc, evaluated["run_dir"], evaluated["reason"])
     assert a == b and a["outcome"] == "held"

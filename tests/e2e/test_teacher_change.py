@@ -2,9 +2,9 @@
 import json
 
 from conftest import DS, TINY_TEACHER_TRAIN, run_chain
-from kd_tasks import lake, registry
-from kd_tasks.config import default_warehouse_uri
-from kd_tasks.extract import extract_partition
+from kd_tasks.storage import lake, registry
+from kd_tasks.home import default_warehouse_uri
+from kd_tasks.stages.extract import extract_partition
 from kd_tasks.nightly import bootstrap, resolve_use_case
 
 

@@ -4,7 +4,7 @@ import json
 import sys
 
 from kd_tasks import nightly
-from kd_tasks.config import default_warehouse_uri
+from kd_tasks.home import default_warehouse_uri
 
 PARAMS = {"extract_lookback_days": 3, "epochs": 2}
 
@@ -15,11 +15,11 @@ def run(stage: str, args: dict) -> dict:
     if stage == "extract":
         return nightly.extract(uc, ds, default_warehouse_uri())
     if stage == "soft_labels":
-        return nightly.soft_labels(uc, ds)
+        return nightly.soft_labels(uc, ds, args.get("run_id", "night"))
     if stage == "promote":
-        return nightly.promote(uc, ds, args["distilled"], args["run_id"])
+        return nightly.promote(uc, ds, args["distilled"]["run_dir"], args["run_id"])
     if stage == "rollback":
-        from kd_tasks import registry
+        from kd_tasks.storage import registry
 
         return registry.rollback(uc.name, args["version"], "crash test")
     if stage == "bootstrap":

@@ -118,7 +118,7 @@ def _finished(runs: list[dict], n: int) -> list[dict] | None:
 def cluster(tmp_path_factory, fashion_records, tiny_base):
     import psycopg2
 
-    from kd_tasks import warehouse
+    from kd_tasks.loaders import catalogue
     from kd_tasks.nightly import bootstrap, resolve_use_case
 
     root = tmp_path_factory.mktemp("airflow_cluster")
@@ -149,13 +149,13 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
         # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("KD_HOME", env["KD_HOME"])
-            rows = warehouse.catalogue_rows(fashion_records[:1600], source="fashion",
+            rows = catalogue.catalogue_rows(fashion_records[:1600], source="fashion",
                                             text_column="productDisplayName", label_column="masterCategory",
                                             id_column="id", end_date=DAYS[-1], days=len(DAYS))
             for r in rows[::4]:
                 r["category"] = None
             uri = f"sqlite:///{root / 'kd_home' / 'warehouse.db'}"
-            warehouse.load_products(uri, rows, replace=True)
+            catalogue.load_products(uri, rows, replace=True)
             bootstrap(resolve_use_case("product_category"), DAYS[-1], uri, base_model=str(tiny_base),
                       train=TINY_TEACHER_TRAIN)
         c.cli("db", "migrate")
@@ -176,7 +176,7 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
 
 def _promotions(c: Cluster) -> list[dict]:
     """The promotion log's outcomes (each move's intent line left out)."""
-    from kd_tasks import registry
+    from kd_tasks.storage import registry
 
     return registry.promotion_log("product_category", c.kd_home)
 

@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import DS, ROOT, TINY_TEACHER_TRAIN
-from kd_tasks import files, nightly, registry
-from kd_tasks.config import default_warehouse_uri
-from kd_tasks.teacher import MANIFEST
+from kd_tasks.storage import files, registry
+from kd_tasks import nightly
+from kd_tasks.home import default_warehouse_uri
+from kd_tasks.storage.teachers import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent))
 import crash_driver  # noqa: E402
@@ -26,22 +27,22 @@ DRIVER = Path(__file__).parent / "crash_driver.py"
 @pytest.fixture(scope="module")
 def base_home(tmp_path_factory, fashion_records, tiny_base):
     """A KD_HOME with a warehouse, a tiny teacher, and a night distilled and evaluated up to promotion."""
-    from kd_tasks import warehouse
+    from kd_tasks.loaders import catalogue
 
     home = tmp_path_factory.mktemp("crash") / "base"
     old = os.environ.get("KD_HOME")
     os.environ["KD_HOME"] = str(home)
     try:
-        rows = warehouse.catalogue_rows(fashion_records[:600], source="fashion", text_column="productDisplayName",
+        rows = catalogue.catalogue_rows(fashion_records[:600], source="fashion", text_column="productDisplayName",
                                         label_column="masterCategory", id_column="id", end_date=DS, days=3)
         for r in rows[::4]:
             r["category"] = None
-        warehouse.load_products(default_warehouse_uri(), rows, replace=True)
+        catalogue.load_products(default_warehouse_uri(), rows, replace=True)
         uc = nightly.resolve_use_case("product_category", crash_driver.PARAMS)
         nightly.bootstrap(uc, DS, default_warehouse_uri(), base_model=str(tiny_base), train=TINY_TEACHER_TRAIN)
         nightly.extract(uc, DS, default_warehouse_uri())
-        distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS), "night")
-        nightly.evaluate(uc, DS, distilled, False)
+        distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "night")["run_dir"])
+        nightly.evaluate(uc, DS, distilled["run_dir"], False)
     finally:
         os.environ["KD_HOME"] = old or ""
     return home, distilled

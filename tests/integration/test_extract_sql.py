@@ -1,19 +1,19 @@
 """The extraction SQL gives the same rows on the embedded SQLite and on the running PostgreSQL."""
 import pyarrow.parquet as pq
 
-from kd_tasks import warehouse
-from kd_tasks.config import PRODUCT_CATEGORY
-from kd_tasks.extract import extract_partition
+from kd_tasks.loaders import catalogue
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+from kd_tasks.stages.extract import extract_partition
 
 
 def test_same_rows_from_sqlite_and_postgres(tmp_path, pg_uri, fashion_records, kd_home):
-    rows = warehouse.catalogue_rows(fashion_records[:400], source="fashion", text_column="productDisplayName",
+    rows = catalogue.catalogue_rows(fashion_records[:400], source="fashion", text_column="productDisplayName",
                                     label_column="subCategory", id_column="id", end_date="2024-01-10", days=5)
     for r in rows[::7]:
         r["category"] = None  # unlabelled rows must come through as NULL on both
     sqlite_uri = f"sqlite:///{tmp_path / 'wh.db'}"
-    warehouse.load_products(sqlite_uri, rows, replace=True)
-    warehouse.load_products(pg_uri, rows, replace=True)
+    catalogue.load_products(sqlite_uri, rows, replace=True)
+    catalogue.load_products(pg_uri, rows, replace=True)
 
     uc = PRODUCT_CATEGORY.with_overrides(extract_lookback_days=2)
     out = {}

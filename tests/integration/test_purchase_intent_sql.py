@@ -5,9 +5,10 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-from kd_tasks.config import INTENT_PRIVILEGED, INTENT_SERVING, PURCHASE_INTENT
-from kd_tasks.events import _event, day_index, load_events, select_days
-from kd_tasks.extract import extract_partition
+from kd_tasks.use_cases.purchase_intent import PRIVILEGED as INTENT_PRIVILEGED, SERVING as INTENT_SERVING, USE_CASE as PURCHASE_INTENT
+from kd_tasks.loaders.events import _event, load_events, select_days
+from kd_tasks.storage.lake import day_index
+from kd_tasks.stages.extract import extract_partition
 
 DS = "2017-11-28"  # cutoff day with label_horizon_days = 1: history is 11-25..11-27, the label day 11-28
 

@@ -55,8 +55,8 @@ def test_the_password_is_in_no_output_log_report_or_file(airflow_db, pg_uri, tin
     reports = list((kd_home / "runs" / "product_category").glob("*/report.json"))
     assert len(reports) == 1
 
-    from kd_tasks.config import PRODUCT_CATEGORY
-    from kd_tasks.extract import EmptyPartitionError, extract_partition
+    from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+    from kd_tasks.stages.extract import EmptyPartitionError, extract_partition
 
     with pytest.raises(EmptyPartitionError) as empty:  # an error that names the warehouse
         extract_partition(PRODUCT_CATEGORY, "2023-05-01", uri)

@@ -6,12 +6,12 @@ import pyarrow as pa
 import pytest
 
 from conftest import DS, run_chain
-from kd_tasks import lake, registry
-from kd_tasks.config import PRODUCT_CATEGORY
-from kd_tasks.extract import EmptyPartitionError, extract_partition
+from kd_tasks.storage import lake, registry
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+from kd_tasks.stages.extract import EmptyPartitionError, extract_partition
 from kd_tasks.nightly import resolve_use_case
-from kd_tasks.soft_labels import NaNLogitsError, generate_soft_labels
-from kd_tasks.teacher import MANIFEST, TeacherError
+from kd_tasks.stages.soft_labels import NaNLogitsError, generate_soft_labels
+from kd_tasks.storage.teachers import MANIFEST, TeacherError
 
 
 def snapshot(home):
@@ -90,7 +90,7 @@ def test_teacher_emitting_nan_writes_no_partition(kd_home, tiny_teacher):
     weights[name] = torch.full_like(weights[name], float("nan"))
     save_file(weights, teacher_dir / "model.safetensors", metadata={"format": "pt"})
     manifest = json.loads((teacher_dir / MANIFEST).read_text())
-    from kd_tasks.teacher import content_version
+    from kd_tasks.storage.files import content_version
 
     manifest["version"] = content_version(teacher_dir)  # a consistent but broken teacher
     (teacher_dir / MANIFEST).write_text(json.dumps(manifest))
@@ -101,11 +101,11 @@ def test_teacher_emitting_nan_writes_no_partition(kd_home, tiny_teacher):
 
 
 def test_unlabelled_window_cannot_bootstrap_a_teacher(kd_home):
-    from kd_tasks import warehouse
+    from kd_tasks.loaders import catalogue
     from kd_tasks.nightly import bootstrap
 
     uri = f"sqlite:///{kd_home / 'wh.db'}"
-    warehouse.load_products(uri, [{"product_id": "1", "title": "Red Shirt", "category": None,
+    catalogue.load_products(uri, [{"product_id": "1", "title": "Red Shirt", "category": None,
                                    "listed_on": DS, "source": "t"}])
     with pytest.raises(ValueError, match="no gold-labelled rows in .* load labelled data"):
         bootstrap(PRODUCT_CATEGORY, DS, uri)
@@ -115,9 +115,9 @@ def test_unlabelled_window_cannot_bootstrap_a_teacher(kd_home):
 def test_a_day_without_behaviour_events_is_an_empty_partition(kd_home):
     import datetime as dt
 
-    from kd_tasks.config import PURCHASE_INTENT
-    from kd_tasks.events import _event, load_events
-    from kd_tasks.extract import EmptyPartitionError, extract_partition
+    from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT
+    from kd_tasks.loaders.events import _event, load_events
+    from kd_tasks.stages.extract import EmptyPartitionError, extract_partition
 
     uri = f"sqlite:///{kd_home / 'wh.db'}"
     load_events(uri, [_event("u", "i", "c", "pv", dt.datetime(2017, 11, 25, 10), "t")])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from kd_tasks.evaluate import agreement, binary_metrics
+from kd_tasks.metrics import agreement, binary_metrics
 
 
 def logit(p):

@@ -1,7 +1,8 @@
 """Configs reject unknown keys and bad values with a message that says what to do."""
 import pytest
 
-from kd_tasks.config import PRODUCT_CATEGORY, ConfigError, DistillConfig, from_dict
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
+from kd_tasks.config import ConfigError, DistillConfig, from_dict
 from kd_tasks.nightly import resolve_use_case
 
 
@@ -13,12 +14,18 @@ def test_unknown_key_lists_known_keys():
 @pytest.mark.parametrize("bad,match", [
     ({"temperature": 0}, "temperature must be > 0"),
     ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
-    ({"student_size": "huge"}, "choose one of"),
     ({"lookback_days": 0}, "lookback_days must be >= 1"),
 ])
 def test_bad_values_rejected(bad, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(DistillConfig, bad)
+
+
+def test_student_size_is_checked_against_the_student_familys_own_sizes():
+    with pytest.raises(ConfigError, match="student_size='huge' is unknown for the hashed_ngram_mlp student; choose one of"):
+        resolve_use_case("product_category", {"student_size": "huge"})
+    with pytest.raises(ConfigError, match="unknown for the tabular_mlp student"):
+        resolve_use_case("purchase_intent", {"student_size": "huge"})
 
 
 def test_dag_params_override_use_case_defaults():
@@ -35,14 +42,14 @@ def test_unknown_use_case():
 
 
 def test_a_gate_metric_must_fit_the_task():
-    from kd_tasks.config import PURCHASE_INTENT
+    from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT
 
     with pytest.raises(ConfigError, match="gate metric 'macro_f1' is for multiclass tasks .* pick one of \\['auc', 'pr_auc'\\]"):
         PURCHASE_INTENT.with_overrides(gate={"metric": "macro_f1"})
 
 
 def test_run_params_reach_the_intent_sql_and_unknown_sql_params_are_refused():
-    from kd_tasks.config import PURCHASE_INTENT
+    from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT
     from kd_tasks.nightly import resolve_use_case
 
     uc = resolve_use_case("purchase_intent", {"label_horizon_days": 7, "candidate_days": 28, "temperature": 4.0})
@@ -54,7 +61,7 @@ def test_run_params_reach_the_intent_sql_and_unknown_sql_params_are_refused():
 
 
 def test_the_teacher_reads_serving_then_privileged_columns():
-    from kd_tasks.config import INTENT_PRIVILEGED, INTENT_SERVING, PURCHASE_INTENT
+    from kd_tasks.use_cases.purchase_intent import PRIVILEGED as INTENT_PRIVILEGED, SERVING as INTENT_SERVING, USE_CASE as PURCHASE_INTENT
 
     assert PURCHASE_INTENT.teacher_columns == INTENT_SERVING + INTENT_PRIVILEGED
     assert not set(PURCHASE_INTENT.input_columns) & set(INTENT_PRIVILEGED)  # the student never sees them

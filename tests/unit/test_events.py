@@ -3,7 +3,8 @@ from collections import Counter
 
 import pytest
 
-from kd_tasks.events import day_index, product_type, read_online_retail, read_taobao
+from kd_tasks.storage.lake import day_index
+from kd_tasks.loaders.events import product_type, read_online_retail, read_taobao
 
 
 def test_taobao_drops_the_truncated_row_and_the_rows_outside_the_window(datasets_dir):

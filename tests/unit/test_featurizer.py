@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd_tasks import files
-from kd_tasks.families import load_student
-from kd_tasks.student import FEATURIZER_VERSION, MAX_GRAMS, Student, featurize, words
+from kd_tasks.storage import files
+from kd_tasks.models import load_student
+from kd_tasks.models.hashed_ngram import FEATURIZER_VERSION, MAX_GRAMS, HashedNgramStudent as Student, featurize, words
 
 TITLES = {
     "arabic": "قميص رجالي أزرق",

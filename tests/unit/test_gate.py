@@ -2,7 +2,7 @@
 import pytest
 
 from kd_tasks.config import GateConfig
-from kd_tasks.gate import decide
+from kd_tasks.stages.gate import decide
 
 GATE = GateConfig(min_teacher_retention=0.9, max_champion_regression=0.01, max_student_bytes=1000,
                   max_student_p50_ms_b1=1.0, min_eval_rows=30)

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kd_tasks import files, lake
+from kd_tasks.storage import files, lake
 
 
 def test_roundtrip_with_provenance(tmp_path):

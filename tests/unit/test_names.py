@@ -2,7 +2,7 @@
 import pytest
 
 from kd_tasks import names
-from kd_tasks.config import PRODUCT_CATEGORY
+from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
 from kd_tasks.nightly import run_dir_for
 
 

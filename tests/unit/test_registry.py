@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from kd_tasks import files, registry
+from kd_tasks.storage import files, registry
 from kd_tasks.nightly import choose_action
-from kd_tasks.teacher import content_version
+from kd_tasks.storage.files import content_version
 
 
 V = {}  # short name -> content-hash version of that model

@@ -2,7 +2,9 @@
 import pytest
 
 from kd_tasks import warehouse
-from kd_tasks.synthetic import generate_catalogue
+
+from kd_tasks.loaders import catalogue
+from kd_tasks.loaders.synthetic import generate_catalogue
 
 
 def test_bind_rewrites_placeholders_for_psycopg2_only():
@@ -16,11 +18,11 @@ def test_csv_without_id_column_gets_stable_ids_and_keeps_unlabelled_rows(tmp_pat
     f = tmp_path / "shop.csv"
     f.write_text("name,cat\nRed Shirt,Shirts\nRed Shirt,Shirts\nBlue Jeans,\n,Shirts\n")
     uri = f"sqlite:///{tmp_path / 'wh.db'}"
-    assert warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat") == 3
+    assert catalogue.load_catalogue_file(uri, f, text_column="name", label_column="cat") == 3
     first = warehouse.query_table(uri, "product_category/extract_products.sql",
                                   {"start_ds": "2000-01-01", "end_ds": "2100-01-01"}).to_pylist()
     # loading again changes nothing: same derived ids, upserted
-    warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat")
+    catalogue.load_catalogue_file(uri, f, text_column="name", label_column="cat")
     again = warehouse.query_table(uri, "product_category/extract_products.sql",
                                   {"start_ds": "2000-01-01", "end_ds": "2100-01-01"}).to_pylist()
     assert first == again and len(first) == 3
@@ -33,7 +35,7 @@ def test_missing_label_column_names_the_columns_and_the_flag(tmp_path):
     f.write_text("id,title,department\n1,Red Shirt,Tops\n")
     with pytest.raises(ValueError, match=r"label column 'category' is not in the file; its columns are "
                                          r"\['id', 'title', 'department'\].*--label-column"):
-        warehouse.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="title",
+        catalogue.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="title",
                                       label_column="category")
 
 
@@ -56,13 +58,13 @@ def test_a_reload_with_empty_labels_keeps_the_gold_labels(tmp_path, dialect, req
     full, blank = tmp_path / "full.csv", tmp_path / "blank.csv"
     full.write_text("sku,name,cat\n1,Red Shirt,Shirts\n2,Blue Jeans,Jeans\n3,Green Cap,\n")
     blank.write_text("sku,name,cat\n1,Red Shirt v2,\n2,Blue Jeans,\n3,Green Cap,Caps\n")
-    warehouse.load_catalogue_file(uri, full, text_column="name", label_column="cat", id_column="sku", replace=True)
-    warehouse.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku")
+    catalogue.load_catalogue_file(uri, full, text_column="name", label_column="cat", id_column="sku", replace=True)
+    catalogue.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku")
     rows = _products(uri)
     assert {k: r["category"] for k, r in rows.items()} == {"1": "Shirts", "2": "Jeans", "3": "Caps"}
     assert rows["1"]["title"] == "Red Shirt v2"
-    assert warehouse.count_products(uri) == {"rows": 3, "labelled": 3}
-    warehouse.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku",
+    assert catalogue.count_products(uri) == {"rows": 3, "labelled": 3}
+    catalogue.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku",
                                   clear_labels=True)  # erasing labels is possible, when asked
     assert {k: r["category"] for k, r in _products(uri).items()} == {"1": None, "2": None, "3": "Caps"}
 
@@ -76,8 +78,8 @@ def test_ids_that_would_collapse_rows_are_refused_with_the_rows_named(tmp_path, 
     f, uri = tmp_path / "shop.csv", f"sqlite:///{tmp_path / 'wh.db'}"
     f.write_text(body)
     with pytest.raises(ValueError, match=match):
-        warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku")
-    assert not (tmp_path / "wh.db").exists() or warehouse.count_products(uri)["rows"] == 0
+        catalogue.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku")
+    assert not (tmp_path / "wh.db").exists() or catalogue.count_products(uri)["rows"] == 0
 
 
 def test_dates_are_parsed_strictly(tmp_path):
@@ -86,10 +88,10 @@ def test_dates_are_parsed_strictly(tmp_path):
                  "3,Cap,C,2024-02-30\n")
     with pytest.raises(ValueError, match=r"2 row\(s\) have a 'created' that is not an ISO date YYYY-MM-DD "
                                          r"\(row 2: '10/01/2024', row 3: '2024-02-30'\)"):
-        warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
+        catalogue.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
                                       date_column="created")
     f.write_text("sku,name,cat,created\n1,Red Shirt,A,2024-01-09T10:00:00\n2,Blue Jeans,B,2024-01-10\n")
-    warehouse.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
+    catalogue.load_catalogue_file(uri, f, text_column="name", label_column="cat", id_column="sku",
                                   date_column="created")
     assert {k: r["listed_on"] for k, r in _products(uri).items()} == {"1": "2024-01-09", "2": "2024-01-10"}
 
@@ -98,16 +100,16 @@ def test_a_missing_title_column_names_the_option_that_exists(tmp_path):
     f = tmp_path / "shop.csv"
     f.write_text("id,name,cat\n1,Red Shirt,A\n")
     with pytest.raises(ValueError, match="title column 'title' is not in the file.*--text-column"):
-        warehouse.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="title", label_column="cat")
+        catalogue.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="title", label_column="cat")
 
 
 def test_a_file_in_another_encoding_names_the_row_and_the_option(tmp_path):
     f = tmp_path / "shop.csv"
     f.write_bytes("name,cat\nRed Shirt,A\nCaf\u00e9 Mug,B\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"data row 2 .*is not valid utf-8.*--encoding latin-1"):
-        warehouse.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="name", label_column="cat")
+        catalogue.load_catalogue_file(f"sqlite:///{tmp_path / 'wh.db'}", f, text_column="name", label_column="cat")
     uri = f"sqlite:///{tmp_path / 'wh.db'}"
-    assert warehouse.load_catalogue_file(uri, f, encoding="latin-1", text_column="name", label_column="cat") == 2
+    assert catalogue.load_catalogue_file(uri, f, encoding="latin-1", text_column="name", label_column="cat") == 2
     assert sorted(r["title"] for r in _products(uri).values()) == ["Caf\u00e9 Mug", "Red Shirt"]
 
 

@@ -24,8 +24,11 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import files, names
-from .config import kd_home
+import numpy as np
+
+from .. import names
+from ..home import kd_home
+from . import files
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,10 @@ META_KEY = b"kd_provenance"
 
 class PartitionMissingError(FileNotFoundError):
     """An upstream partition a stage needs has not been produced."""
+
+
+class NaNLogitsError(ValueError):
+    """Logits contain NaN or infinity: the teacher or a soft-label file is broken."""
 
 
 def parse_ds(ds: str) -> dt.date:
@@ -129,3 +136,44 @@ def read_partition(path: Path, what: str, fix: str, columns: Sequence[str] | Non
 def extract_fix(use_case: str, day: str, home: Path | None = None) -> str:
     return (f"re-extract it: run the nightly DAG of {use_case} for ds={day} again, or delete the folder "
             f"{extract_path(use_case, day, home).parent} to leave that day out of training windows")
+
+
+# --------------------------------------------------------------------------- soft-label partitions
+
+
+def soft_label_table(ids: Sequence[str], day: str, logits: np.ndarray) -> pa.Table:
+    """The soft-label partition format: ``row_id``, ``ds`` and raw ``logits`` (fixed-size float32 list)."""
+    return pa.table({
+        "row_id": pa.array(list(ids), pa.string()),
+        "ds": pa.array([day] * len(ids), pa.string()),
+        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), logits.shape[1]),
+    })
+
+
+def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        raise NaNLogitsError(f"{where}: {int(bad.sum())} of {len(logits)} rows have NaN/inf logits; {fix}")
+
+
+def read_soft_labels(use_case: str, teacher_version: str, day: str, fix: str,
+                     home: Path | None = None) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """Row ids, logits (n, outputs) and provenance of one verified soft-label partition; NaN or
+    infinite logits are refused."""
+    table = read_partition(soft_label_path(use_case, teacher_version, day, home), "soft-label", fix)
+    ids = table.column("row_id").to_pylist()
+    width = table.schema.field("logits").type.list_size
+    logits = np.asarray(table.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                        dtype=np.float32).reshape(len(ids), width)
+    check_finite(logits, f"soft labels {day} (teacher {teacher_version})",
+                 f"delete that partition and rerun generate_soft_labels for ds={day}")
+    return ids, logits, provenance_of(table)
+
+
+def soft_label_names(use_case: str, teacher_version: str, ds: str, home: Path | None = None) -> list[str]:
+    """The output names a teacher version labelled ``ds`` with."""
+    path = soft_label_path(use_case, teacher_version, ds, home)
+    label_names = read_provenance(path, "soft-label", f"rerun generate_soft_labels for ds={ds}").get("label_names")
+    if not label_names:
+        raise files.IntegrityError(f"{path} records no label names; rerun generate_soft_labels for ds={ds}")
+    return list(label_names)

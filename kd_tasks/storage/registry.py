@@ -28,8 +28,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import files, names
-from .config import kd_home
+from .. import names
+from ..home import kd_home
+from . import files
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ def registry_dir(use_case: str, home: Path | None = None) -> Path:
 def version_dir(use_case: str, version: str, home: Path | None = None) -> Path:
     """``versions/<version>``; the version must be a content hash (no path can be smuggled in)."""
     return names.child(registry_dir(use_case, home) / "versions", names.version(version))
+
+
+def export_dir(use_case: str, version: str, home: Path | None = None) -> Path:
+    """``exports/<version>``: a version exported for serving (``stages.export``)."""
+    return names.child(registry_dir(use_case, home) / "exports", names.version(version))
 
 
 def alias_path(use_case: str, home: Path | None = None, alias: str = ALIAS) -> Path:
@@ -261,20 +267,14 @@ def _register(use_case: str, model_dir: str | Path, version: str, manifest: dict
             return verify_version(use_case, version, home)
         except files.IntegrityError as exc:
             log.warning("%s; registering it again from %s", exc, model_dir)
-            aside = files.temp_path(vdir, "old")
-            os.replace(vdir, aside)
-            files.remove_tree(aside)
-    vdir.parent.mkdir(parents=True, exist_ok=True)
-    files.sweep_siblings(vdir)
-    tmp = files.temp_path(vdir)
-    try:
-        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(".*", files.FILES_MANIFEST))
+
+    def build(tmp: Path) -> None:
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(".*", files.FILES_MANIFEST), dirs_exist_ok=True)
         files.fault_point("version_copied")
         files.write_json(tmp / VERSION_MANIFEST, manifest)
         files.write_manifest(tmp)
-        os.replace(tmp, vdir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    files.publish_dir(vdir, build)
     return vdir
 
 
@@ -282,10 +282,8 @@ def check_model_dir(model_dir: str | Path, version: str,
                     fix: str = "clear the distill_student task of this run to retrain") -> Path:
     """A model's folder must still hash to its version (its name): a changed file is never registered
     or trusted."""
-    from .teacher import content_version
-
     model_dir = Path(model_dir)
-    actual = content_version(model_dir, exclude=(VERSION_MANIFEST,))
+    actual = files.content_version(model_dir, exclude=(VERSION_MANIFEST,))
     if actual != version:
         raise files.IntegrityError(f"model files in {model_dir} hash to {actual}, not to version {version}: they "
                                    f"changed after training; {fix}")

@@ -5,23 +5,21 @@ dynamic batch and n-gram dimensions, next to ``export.json`` (label names, hash 
 featurizer spec). Why not ONNX: it would add onnx/onnxruntime to the serving and build dependencies
 for a network of three standard layers; an ExportedProgram loads with plain ``torch.export.load`` (or
 compiles ahead of time with AOTInductor for a C++ server) and TorchScript is in maintenance mode.
-The featurizer (hashing of words and n-grams) stays Python: ``kd_tasks.student.featurize`` is the
-reference, and ``export.json`` pins its parameters.
+The featurizer (hashing of words and n-grams) stays Python: ``kd_tasks.models.hashed_ngram.featurize``
+is the reference, and ``export.json`` pins its parameters.
 """
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import files, lake, names, registry
-from .config import UseCase
-from .data import is_holdout
-from .student import FEATURIZERS, Student, batch_inputs
+from ..config import UseCase
+from ..holdout import is_holdout
+from ..models.hashed_ngram import FEATURIZERS, HashedNgramStudent, batch_inputs
+from ..storage import files, lake, registry
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +35,10 @@ def held_out_texts(use_case: UseCase, days: list[str], home: Path | None = None)
         path = lake.extract_path(use_case.name, day, home)
         if path.exists():
             t = lake.read_partition(path, "extract", lake.extract_fix(use_case.name, day, home),
-                                    columns=[use_case.id_column, use_case.text_column])
-            for rid, text in zip(t.column(0).to_pylist(), t.column(1).to_pylist()):
-                if is_holdout(rid, use_case.holdout_percent):
+                                    columns=list(dict.fromkeys([use_case.holdout_column, use_case.text_column])))
+            keys, column = t.column(use_case.holdout_column).to_pylist(), t.column(use_case.text_column).to_pylist()
+            for key, text in zip(keys, column):
+                if is_holdout(key, use_case.holdout_percent):
                     texts.append(text)
     return texts
 
@@ -50,30 +49,27 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
     import torch
     from torch.export import Dim, export
 
-    if use_case.student_family != Student.family:
-        raise ValueError(f"export supports {Student.family} students; {use_case.name} serves "
+    if use_case.student_family != HashedNgramStudent.family:
+        raise ValueError(f"export supports {HashedNgramStudent.family} students; {use_case.name} serves "
                          f"{use_case.student_family} models from the registry directory as they are")
     if version is None:
         version = registry.alias_version(use_case.name, home)
         if version is None:
             raise ValueError(f"{use_case.name} has no production model yet; run the nightly DAG until one is promoted")
     manifest = registry.version_manifest(use_case.name, version, home)  # verifies the version's files
-    student = Student.load(registry.version_dir(use_case.name, version, home))
+    student = HashedNgramStudent.load(registry.version_dir(use_case.name, version, home))
     texts = held_out_texts(use_case, manifest["data_window"], home)
     if not texts:
         raise ValueError(f"no held-out rows in the extract partitions {manifest['data_window']} to smoke-test "
-                         f"version {version}; they may have been deleted — re-run extract_products for them")
+                         f"version {version}; they may have been deleted — re-run {use_case.extract_task_id} for them")
 
     example = batch_inputs(texts[:2], student.n_buckets, student.featurizer)
     program = export(student.net.eval(), example, dynamic_shapes={
         "ids": {0: Dim("n_ids", min=1, max=1 << 30)}, "offsets": {0: Dim("batch", min=1, max=1 << 24)}})
 
-    out = names.child(registry.registry_dir(use_case.name, home) / "exports", version)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files.sweep_siblings(out)
-    tmp = files.temp_path(out)
-    tmp.mkdir()
-    try:
+    out = registry.export_dir(use_case.name, version, home)
+
+    def build(tmp: Path) -> dict[str, Any]:
         torch.export.save(program, tmp / "student.pt2")
         loaded = torch.export.load(tmp / "student.pt2").module()
         with torch.inference_mode():
@@ -89,19 +85,16 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
             )
         info = {"version": version, "format": "torch.export ExportedProgram (student.pt2)",
                 "inputs": "ids: int64[n_ids] bucket ids; offsets: int64[batch] start of each row",
-                "featurizer": {"name": "kd_tasks.student.featurize", "n_buckets": student.n_buckets,
+                "featurizer": {"name": "kd_tasks.models.hashed_ngram.featurize", "n_buckets": student.n_buckets,
                                "version": student.featurizer, "features": FEATURIZERS[student.featurizer]},
                 "label_names": student.label_names, "teacher_version": manifest.get("teacher_version"),
                 "smoke_test": {"rows": len(texts), "same_top1": same, "max_abs_logit_diff": diff}}
         files.write_json(tmp / "export.json", info)
         files.write_manifest(tmp)
-        old = files.temp_path(out, "old")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        files.remove_tree(old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return info
+
+    info = files.publish_dir(out, build)
+    diff = info["smoke_test"]["max_abs_logit_diff"]
     log.info("exported %s to %s; smoke test on %d held-out rows: same top-1, max |diff| %.2e",
              version, out, len(texts), diff)
     return {"version": version, "path": str(out / "student.pt2"), "rows_checked": len(texts), "max_abs_diff": diff}

@@ -8,8 +8,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from . import lake, warehouse
-from .config import UseCase
+from .. import warehouse
+from ..config import UseCase
+from ..storage import lake
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""Every file the pipeline writes goes through here: one atomic-write helper, content manifests,
-damage-tolerant JSON reads, a sweep of crash leftovers, and named fault points for crash tests.
+"""Every file the pipeline writes goes through here: one atomic write for a file (``atomic_path``) and
+one for a folder (``publish_dir``), content manifests and content versions, damage-tolerant JSON
+reads, a sweep of crash leftovers, and named fault points for crash tests.
 
 **Manifest-last.** A partition, a registry version or an export is a folder whose ``_kd_files.json``
 (written last) lists each file with its size and sha256. A reader trusts only a folder whose files
@@ -26,12 +27,14 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FILES_MANIFEST = "_kd_files.json"
 FAULT_ENV = "KD_FAULT_POINT"
+VERSION_EXCLUDES = ("kd_manifest.json",)  # a teacher's manifest records its version, so is not part of it
 STALE_AFTER_S = 24 * 3600  # a temporary entry of another host is garbage after this long
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9_.-]*?)-(?P<pid>\d+)-[0-9a-f]{8,32}$")
 _LEGACY_TEMP = re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{32}$")  # written before temp names carried a PID
@@ -92,6 +95,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def publish_dir(target: str | Path, build: Callable[[Path], T], swap_fault: str | None = None) -> T:
+    """The atomic write of a folder: ``build(tmp)`` fills a temporary sibling of ``target`` (its
+    manifest last), which is then swapped in (an existing ``target`` is moved aside first and removed
+    after). Readers trust a folder only by its manifest, so a crash anywhere leaves either the old
+    folder, the new one, or leftovers that ``sweep`` removes. Returns what ``build`` returned.
+    ``swap_fault`` names the fault point between the two renames of the swap (crash tests)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_siblings(target)
+    tmp = temp_path(target)
+    try:
+        tmp.mkdir()
+        result = build(tmp)
+        old = temp_path(target, "old")
+        if target.exists():
+            os.replace(target, old)
+        if swap_fault:
+            fault_point(swap_fault)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        remove_tree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """The one atomic write: ``data`` lands at ``path`` whole or not at all."""
     with atomic_path(path) as tmp:
@@ -121,6 +150,21 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def content_version(directory: str | Path, exclude: Sequence[str] = ()) -> str:
+    """A folder's version: sha256 over every file's relative path and bytes (manifests, hidden files and
+    ``exclude`` left out), first 12 hex digits. Models and teachers are named by it."""
+    directory = Path(directory)
+    skip = {FILES_MANIFEST, *VERSION_EXCLUDES, *exclude}
+    h = hashlib.sha256()
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.name not in skip and not p.name.startswith("."):
+            h.update(str(p.relative_to(directory)).encode())
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:12]
 
 
 def listed_files(directory: Path) -> list[str]:

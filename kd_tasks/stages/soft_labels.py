@@ -13,19 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from . import lake
-from .config import UseCase
-from .families import teacher_inputs
-from .files import IntegrityError
-from .teacher import TeacherError, content_version, load_teacher
+from ..config import UseCase
+from ..models import load_teacher, teacher_inputs
+from ..storage import lake, teachers
+from ..storage.files import IntegrityError
+from ..storage.lake import NaNLogitsError, check_finite
 
+__all__ = ["NaNLogitsError", "generate_soft_labels", "teacher_version"]
 log = logging.getLogger(__name__)
-
-
-class NaNLogitsError(ValueError):
-    """Logits contain NaN or infinity: the teacher or a soft-label file is broken."""
 
 
 def extract_fingerprint(ids: list[str], inputs: Any) -> str:
@@ -38,17 +34,11 @@ def extract_fingerprint(ids: list[str], inputs: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
-    bad = ~np.isfinite(logits).all(axis=1)
-    if bad.any():
-        raise NaNLogitsError(f"{where}: {int(bad.sum())} of {len(logits)} rows have NaN/inf logits; {fix}")
-
-
 def teacher_version(use_case: UseCase) -> str:
     path = use_case.resolved_teacher_dir()
     if not path.is_dir():
         load_teacher(path)  # raises the documented "no teacher" error
-    return content_version(path)
+    return teachers.version_of(path)
 
 
 def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None = None,
@@ -96,13 +86,7 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
         ]) if len(inputs) else np.zeros((0, len(teacher.label_names)), np.float32)
         check_finite(logits, f"teacher {version} on ds={day}",
                      "the teacher weights are corrupt; re-run kd_teacher_bootstrap or restore the teacher directory")
-        n_labels = logits.shape[1]
-        table = pa.table({
-            "row_id": pa.array(ids, pa.string()),
-            "ds": pa.array([day] * len(ids), pa.string()),
-            "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), n_labels),
-        })
-        lake.write_partition(table, dst, {
+        lake.write_partition(lake.soft_label_table(ids, day, logits), dst, {
             "use_case": use_case.name, "ds": day, "teacher_version": version,
             "label_names": teacher.label_names, "extract_path": str(src), "extract_ids": fingerprint,
             "extract_provenance": lake.provenance_of(extract),
@@ -117,11 +101,3 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
     if result["missing_extract"]:
         log.info("no extract partition (skipped or not yet extracted): %s", result["missing_extract"])
     return result
-
-
-def label_names_of(use_case: UseCase, version: str, ds: str, home: Path | None = None) -> list[str]:
-    path = lake.soft_label_path(use_case.name, version, ds, home)
-    names = lake.read_provenance(path, "soft-label", f"rerun generate_soft_labels for ds={ds}").get("label_names")
-    if not names:
-        raise TeacherError(f"{path} records no label names; rerun generate_soft_labels for ds={ds}")
-    return list(names)

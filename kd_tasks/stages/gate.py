@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import GateConfig
+from ..config import GateConfig
 
 
 def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
@@ -32,13 +32,13 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
                      gate.min_eval_rows, "gold-labelled held-out rows >= min_eval_rows")]
     enough = checks[0]["passed"]
     metric = gate.metric
-    s_f1, t_f1 = student.get(metric), teacher.get(metric)
-    if enough and s_f1 is not None and t_f1:
-        need = gate.min_teacher_retention * t_f1
-        checks.append(_check("teacher_retention", s_f1 >= need, round(s_f1, 4), round(need, 4),
-                             f"student {metric} >= {gate.min_teacher_retention} x teacher {metric} {t_f1:.4f}"))
+    s_score, t_score = student.get(metric), teacher.get(metric)
+    if enough and s_score is not None and t_score:
+        need = gate.min_teacher_retention * t_score
+        checks.append(_check("teacher_retention", s_score >= need, round(s_score, 4), round(need, 4),
+                             f"student {metric} >= {gate.min_teacher_retention} x teacher {metric} {t_score:.4f}"))
     else:
-        checks.append(_check("teacher_retention", False, s_f1, None, "no quality measurement"))
+        checks.append(_check("teacher_retention", False, s_score, None, "no quality measurement"))
     champ = models.get("champion")
     if champ is None:
         checks.append(_check("champion_regression", True, None, None, "first run: no champion to compare against"))
@@ -46,13 +46,13 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
         checks.append(_check("champion_regression", True, None, None,
                              f"champion {report.get('champion_version')} is damaged and was not compared "
                              f"({champ['error']})"))
-    elif enough and s_f1 is not None and champ.get(metric) is not None:
+    elif enough and s_score is not None and champ.get(metric) is not None:
         need = champ[metric] - gate.max_champion_regression
-        checks.append(_check("champion_regression", s_f1 >= need, round(s_f1, 4), round(need, 4),
+        checks.append(_check("champion_regression", s_score >= need, round(s_score, 4), round(need, 4),
                              f"student {metric} >= champion {report.get('champion_version')} {metric} "
                              f"{champ[metric]:.4f} - {gate.max_champion_regression}"))
     else:
-        checks.append(_check("champion_regression", False, s_f1, None, "no quality measurement"))
+        checks.append(_check("champion_regression", False, s_score, None, "no quality measurement"))
     checks.append(_check("size_budget", student["bytes"] <= gate.max_student_bytes, student["bytes"],
                          gate.max_student_bytes, "student bytes on disk <= max_student_bytes"))
     p50 = student.get("p50_ms_b1")

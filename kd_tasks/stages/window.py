@@ -1,11 +1,8 @@
-"""The training window: extract partitions joined with the current teacher's soft labels.
-
-Also the fixed held-out slice: a row belongs to it when a stable hash of its id falls below
-``holdout_percent``. Held-out rows never enter teacher or student training, on any night.
+"""The training window: extract partitions joined with the current teacher's soft labels, the newest
+copy of each row, with the fixed held-out slice marked (``kd_tasks.holdout``).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,14 +10,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import lake
-from .config import UseCase
-from .families import student_inputs, take, teacher_inputs
-from .soft_labels import check_finite, label_names_of
-
-
-def is_holdout(row_id: str, percent: int) -> bool:
-    return int(hashlib.sha1(str(row_id).encode()).hexdigest()[:8], 16) % 100 < percent
+from ..config import UseCase
+from ..holdout import is_holdout
+from ..models import student_inputs, teacher_inputs
+from ..models.inputs import take
+from ..storage import lake
+from ..tasks import get_task
 
 
 @dataclass
@@ -34,6 +29,7 @@ class Window:
     days: list[str]  # the partitions that contributed
     task: str = "multiclass"
     teacher_inputs: Any = None  # serving + privileged inputs (the teacher's); None when not loaded
+    groups: list[Any] | None = None  # the use case's grouping key per row; None when it declares none
 
     @property
     def texts(self) -> Any:
@@ -44,22 +40,19 @@ class Window:
         idx = np.flatnonzero(mask)
         return Window([self.ids[i] for i in idx], take(self.inputs, idx), [self.gold[i] for i in idx],
                       self.teacher_logits[idx], self.label_names, self.holdout[idx], self.days, self.task,
-                      None if self.teacher_inputs is None else take(self.teacher_inputs, idx))
+                      None if self.teacher_inputs is None else take(self.teacher_inputs, idx),
+                      None if self.groups is None else [self.groups[i] for i in idx])
 
     def gold_index(self) -> np.ndarray:
-        """Gold target per row: the label's index (multiclass) or 0/1 (binary); -1 where the row has no
-        gold label or one the teacher does not know."""
-        if self.task == "binary":
-            return np.array([int(g) if g is not None and int(g) in (0, 1) else -1 for g in self.gold],
-                            dtype=np.int64)
-        pos = {n: i for i, n in enumerate(self.label_names)}
-        return np.array([pos.get(g, -1) if g is not None else -1 for g in self.gold], dtype=np.int64)
+        """Gold target per row (the task's encoding, e.g. the label's index or 0/1); ``NO_LABEL`` where the
+        row has no gold label or one the teacher does not know."""
+        return get_task(self.task).gold_index(self.gold, self.label_names)
 
 
 def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days: int,
                 home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
     """Rows of the extract partitions ds-lookback+1..ds with their soft labels, newest copy of each id."""
-    label_names = label_names_of(use_case, teacher_version, ds, home)
+    label_names = lake.soft_label_names(use_case.name, teacher_version, ds, home)
     parts = []
     days = []
     for day in lake.window_days(ds, lookback_days):
@@ -67,25 +60,19 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
         if not src.exists():
             continue
         columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
+                                      *([use_case.group_column] if use_case.group_column else []),
                                       *(use_case.teacher_columns if with_teacher_inputs else ())]))
         extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home), columns=columns)
-        soft_path = lake.soft_label_path(use_case.name, teacher_version, day, home)
         soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged partitions of the whole window)"
-        soft = lake.read_partition(soft_path, "soft-label", soft_fix)
+        soft_ids, logits, provenance = lake.read_soft_labels(use_case.name, teacher_version, day, soft_fix, home)
         ids = extract.column(use_case.id_column).to_pylist()
-        soft_ids = soft.column("row_id").to_pylist()
         if soft_ids != ids:
             raise ValueError(
                 f"soft labels for ds={day} have {len(soft_ids)} rows but the extract has {len(ids)} "
                 f"(or a different order); rerun generate_soft_labels for ds={day}"
             )
-        if lake.provenance_of(soft).get("label_names") != label_names:
+        if provenance.get("label_names") != label_names:
             raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
-        width = soft.schema.field("logits").type.list_size
-        logits = np.asarray(soft.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                            dtype=np.float32).reshape(len(ids), width)
-        check_finite(logits, f"soft labels {day} (teacher {teacher_version})",
-                     f"delete that partition and rerun generate_soft_labels for ds={day}")
         parts.append((extract, ids, logits))
         days.append(day)
     # Later days overwrite earlier copies of the same id; rows come out sorted by id.
@@ -97,20 +84,22 @@ def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days:
     width = parts[0][2].shape[1] if parts else max(len(label_names), 1)
     if not order:
         return Window([], [], [], np.zeros((0, width), np.float32), label_names, np.zeros(0, bool), days,
-                      use_case.task, [] if with_teacher_inputs else None)
+                      use_case.task, [] if with_teacher_inputs else None, [] if use_case.group_column else None)
     tables = pa.concat_tables([t for t, _, _ in parts], promote_options="permissive")
     offsets = np.cumsum([0] + [len(ids) for _, ids, _ in parts])
     rows = np.array([offsets[newest[r][0]] + newest[r][1] for r in order], dtype=np.int64)
     table = tables.take(pa.array(rows))
     logits = np.concatenate([lg for _, _, lg in parts])[rows]
+    keys = table.column(use_case.holdout_column).to_pylist()
     return Window(
         ids=order,
         inputs=student_inputs(use_case, table),
         gold=table.column(use_case.label_column).to_pylist(),
         teacher_logits=logits,
         label_names=label_names,
-        holdout=np.array([is_holdout(i, use_case.holdout_percent) for i in order], dtype=bool),
+        holdout=np.array([is_holdout(k, use_case.holdout_percent) for k in keys], dtype=bool),
         days=days,
         task=use_case.task,
         teacher_inputs=teacher_inputs(use_case, table) if with_teacher_inputs else None,
+        groups=table.column(use_case.group_column).to_pylist() if use_case.group_column else None,
     )

@@ -1,4 +1,4 @@
-"""Tabular models for behaviour-log use cases: a deep MLP teacher and a small MLP student.
+"""The tabular family (``tabular_mlp``), for behaviour-log use cases: a deep MLP teacher and a small MLP student.
 
 Both read a float matrix of counts and recencies. The first layer is a fixed transform stored with
 the model: ``(log1p(max(x, 0)) - mean) / std`` with mean and std fitted on the training rows, so a
@@ -8,7 +8,6 @@ One output: the logit of the positive label.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,25 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .student import SavedStudent
+from . import FAMILIES
+from .base import SavedStudent
+from .training import fit
 
 log = logging.getLogger(__name__)
 
-TABULAR_SIZES = {"small": (16,), "base": (32, 16), "large": (64, 32)}  # student hidden layers
+FAMILY = "tabular_mlp"
+SIZES = FAMILIES[FAMILY].sizes  # student hidden layers
 TEACHER_HIDDEN = (512, 256, 128)  # the teacher: deep and wide, it sees serving + privileged features
 TEACHER_WEIGHTS = "teacher.safetensors"
-
-
-def as_matrix(table: Any, columns: Sequence[str]) -> np.ndarray:
-    """The ``columns`` of a pyarrow table as a float32 matrix (NULL -> 0)."""
-    if not columns:
-        raise ValueError("a tabular model needs at least one feature column")
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"feature columns {missing} are not in the table (columns: {table.column_names})")
-    cols = [np.nan_to_num(np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float32))
-            for c in columns]
-    return np.stack(cols, axis=1) if len(table) else np.zeros((0, len(columns)), np.float32)
 
 
 class LogStandardize(nn.Module):
@@ -81,14 +71,15 @@ def mlp_logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndar
 class TabularStudent(SavedStudent):
     """A small MLP on serving-time features; the same interface as the text ``Student``."""
 
-    family = "tabular_mlp"
+    family = FAMILY
+    warm_start_keys = ("label_names", "size", "feature_names")
 
     def __init__(self, label_names: Sequence[str], size: str = "base", feature_names: Sequence[str] = (),
                  net: TabularNet | None = None):
-        if size not in TABULAR_SIZES:
-            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(TABULAR_SIZES)}")
+        if size not in SIZES:
+            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(SIZES)}")
         self.label_names, self.size, self.feature_names = list(label_names), size, list(feature_names)
-        self.hidden = TABULAR_SIZES[size]
+        self.hidden = tuple(SIZES[size])
         self.net = net or TabularNet(len(self.feature_names), self.hidden)
 
     @classmethod
@@ -97,6 +88,11 @@ class TabularStudent(SavedStudent):
         student = cls(label_names, size, feature_names)
         student.net.scale.fit(inputs)
         return student
+
+    @classmethod
+    def config_for(cls, label_names: Sequence[str], size: str, feature_names: Sequence[str]) -> dict:
+        return {"size": size, "label_names": list(label_names), "feature_names": list(feature_names),
+                "hidden": list(SIZES[size])}
 
     def prepare(self, inputs: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
@@ -108,13 +104,8 @@ class TabularStudent(SavedStudent):
         return mlp_logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
                        batch_size)
 
-    def compatible_with(self, other: Any) -> bool:
-        return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
-                and self.size == other.size and self.feature_names == other.feature_names)
-
     def config(self) -> dict:
-        return {"size": self.size, "label_names": self.label_names, "feature_names": self.feature_names,
-                "hidden": list(self.hidden)}
+        return self.config_for(self.label_names, self.size, self.feature_names)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TabularStudent":
@@ -124,7 +115,12 @@ class TabularStudent(SavedStudent):
 class TabularTeacher:
     """A deep MLP on serving + privileged features, loaded from a teacher directory."""
 
-    family = "tabular_mlp"
+    family = FAMILY
+    weight_files = (TEACHER_WEIGHTS,)
+
+    @classmethod
+    def load(cls, path: Path, version: str, manifest: dict[str, Any]) -> "TabularTeacher":
+        return cls(path, version, manifest)
 
     def __init__(self, path: Path, version: str, manifest: dict[str, Any]):
         from safetensors.torch import load_file
@@ -154,30 +150,20 @@ def fit_binary_mlp(net: TabularNet, x: np.ndarray, y: np.ndarray, epochs: int, l
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
-    started = time.perf_counter()
-    net.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(xt), generator=gen)
-        total, batches = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            loss = nn.functional.binary_cross_entropy_with_logits(net(xt[idx]).squeeze(1), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed)", log_prefix, epoch + 1, epochs,
-                 total / max(batches, 1), len(xt), time.perf_counter() - started)
-    net.eval()
-    return net
+    return fit(net, torch.arange(len(xt)),
+               lambda idx: nn.functional.binary_cross_entropy_with_logits(net(xt[idx]).squeeze(1), yt[idx]),
+               opt, epochs, batch_size, gen, log_prefix)
 
 
-def train_tabular_teacher(x: np.ndarray, y: np.ndarray, feature_names: Sequence[str], label_names: Sequence[str],
-                          out_dir: Path, config: Any, dropout: float = 0.1) -> dict[str, Any]:
-    """Train the deep MLP teacher into ``out_dir`` (weights + the manifest fields it needs)."""
+def train_teacher(inputs: np.ndarray, gold: np.ndarray, label_names: Sequence[str], feature_names: Sequence[str],
+                  out_dir: Path, base_model: str | None, config: Any, dropout: float = 0.1) -> dict[str, Any]:
+    """Train the deep MLP teacher into ``out_dir`` (weights + the manifest fields it needs); ``gold`` is
+    0/1 per row. ``base_model`` is ignored: this teacher starts from random weights."""
+    from dataclasses import asdict
+
     from safetensors.torch import save_file
 
+    x, y = inputs, np.asarray(gold, dtype=np.int64)
     if len(np.unique(y)) < 2:
         raise ValueError(f"the teacher needs positive and negative rows, got {int(y.sum())} positives in "
                          f"{len(y)} rows; widen the teacher window (teacher_lookback_days) or load more days")
@@ -193,5 +179,6 @@ def train_tabular_teacher(x: np.ndarray, y: np.ndarray, feature_names: Sequence[
     fit_binary_mlp(net, x, y, config.epochs, config.learning_rate, config.batch_size, config.seed, "teacher")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / TEACHER_WEIGHTS)
-    return {"family": "tabular_mlp", "label_names": list(label_names), "feature_names": list(feature_names),
-            "hidden": list(TEACHER_HIDDEN), "dropout": dropout, "train_rows": len(x), "positives": int(y.sum())}
+    return {"family": FAMILY, "label_names": list(label_names), "feature_names": list(feature_names),
+            "hidden": list(TEACHER_HIDDEN), "dropout": dropout, "train_rows": len(x), "positives": int(y.sum()),
+            "train_config": asdict(config)}

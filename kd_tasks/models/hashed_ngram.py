@@ -1,4 +1,4 @@
-"""The student: hashed word + character n-grams -> EmbeddingBag -> MLP.
+"""The hashed n-gram student (family ``hashed_ngram_mlp``): word + character n-grams -> EmbeddingBag -> MLP.
 
 fastText-style features make the student robust to spelling variants ("Tshirt", "T-shirt") and
 unseen brand names, while staying ~10x smaller and ~100x faster than a MiniLM teacher on a CPU.
@@ -8,18 +8,17 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import files
-from .config import STUDENT_SIZES
+from . import FAMILIES
+from .base import SavedStudent
 
-WEIGHTS = "student.safetensors"
-CONFIG = "student.json"
+FAMILY = "hashed_ngram_mlp"
+SIZES = FAMILIES[FAMILY].sizes  # name -> (hash buckets, embedding dim, hidden units)
 
 # Featuriser versions. A student records the version it was trained with and keeps it for life, so a
 # champion or an export is always scored on the inputs it learnt from.
@@ -100,82 +99,37 @@ class StudentNet(nn.Module):
         return self.mlp(self.embedding(ids, offsets))
 
 
-class SavedStudent:
-    """What every student family shares: its directory (``student.safetensors`` + ``student.json``
-    naming the family), parameter count and size on disk. A family adds ``config`` and ``from_config``."""
-
-    family: str
-    net: nn.Module
-
-    def config(self) -> dict:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "SavedStudent":
-        raise NotImplementedError
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
-    def empty_inputs(self, inputs: object) -> int:
-        """Rows whose input the family reduces to nothing (none for a family without that notion)."""
-        return 0
-
-    def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        with files.atomic_path(directory / WEIGHTS) as tmp:
-            save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, tmp)
-        files.write_json(directory / CONFIG, {"family": self.family, **self.config()})
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "SavedStudent":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a student directory (needs {WEIGHTS} and {CONFIG})"
-            )
-        cfg = files.read_json(directory / CONFIG, "student config", "retrain or restore this student")
-        student = cls.from_config(cfg)
-        try:
-            student.net.load_state_dict(load_file(directory / WEIGHTS))
-        except Exception as exc:  # safetensors and torch raise several types for a damaged file
-            raise files.IntegrityError(f"student weights {directory / WEIGHTS} could not be loaded "
-                                       f"({type(exc).__name__}: {exc}); retrain or restore this student") from None
-        student.net.eval()
-        return student
-
-    @staticmethod
-    def bytes_on_disk(directory: str | Path) -> int:
-        return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
-
-
-class Student(SavedStudent):
+class HashedNgramStudent(SavedStudent):
     """A trained hashed n-gram student with its label names; saves and loads as a small directory."""
 
-    family = "hashed_ngram_mlp"
+    family = FAMILY
+    warm_start_keys = ("label_names", "size", "featurizer")
+    saved_defaults = {"featurizer": 1}  # a student saved before featuriser versions were recorded used 1
 
     def __init__(self, label_names: Sequence[str], size: str = "base", net: StudentNet | None = None,
                  featurizer: int = FEATURIZER_VERSION):
-        if size not in STUDENT_SIZES:
-            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(STUDENT_SIZES)}")
+        if size not in SIZES:
+            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(SIZES)}")
         if featurizer not in FEATURIZERS:
             raise ValueError(f"featurizer version {featurizer} is unknown; known: {sorted(FEATURIZERS)}")
         self.label_names = list(label_names)
         self.size = size
         self.featurizer = featurizer
-        self.n_buckets, self.dim, self.hidden = STUDENT_SIZES[size]
+        self.n_buckets, self.dim, self.hidden = SIZES[size]
         self.net = net or StudentNet(self.n_buckets, self.dim, self.hidden, len(self.label_names))
 
     @classmethod
     def create(cls, label_names: Sequence[str], size: str, inputs: Sequence[str] = (),
-               feature_names: Sequence[str] = ()) -> "Student":
+               feature_names: Sequence[str] = ()) -> "HashedNgramStudent":
         """A fresh student (the hashing featurizer needs no fitting)."""
         return cls(label_names, size)
+
+    @classmethod
+    def config_for(cls, label_names: Sequence[str], size: str, feature_names: Sequence[str] = (),
+                   featurizer: int = FEATURIZER_VERSION) -> dict:
+        n_buckets, dim, hidden = SIZES[size]
+        return {"size": size, "label_names": list(label_names), "n_buckets": n_buckets, "dim": dim,
+                "hidden": hidden, "featurizer": featurizer}
 
     def prepare(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Featurise every row once: the hashing is the expensive part of a training step."""
@@ -199,15 +153,10 @@ class Student(SavedStudent):
                 out.append(self.net(*batch_inputs(texts[i:i + batch_size], self.n_buckets, self.featurizer)).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
-    def compatible_with(self, other: "Student") -> bool:
-        return (getattr(other, "family", None) == self.family and self.label_names == other.label_names
-                and self.size == other.size and getattr(other, "featurizer", None) == self.featurizer)
-
     def config(self) -> dict:
-        return {"size": self.size, "label_names": self.label_names, "n_buckets": self.n_buckets,
-                "dim": self.dim, "hidden": self.hidden, "featurizer": self.featurizer}
+        return self.config_for(self.label_names, self.size, featurizer=self.featurizer)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Student":
+    def from_config(cls, cfg: dict) -> "HashedNgramStudent":
         # a student saved before featuriser versions were recorded used version 1, and keeps it
         return cls(cfg["label_names"], cfg["size"], featurizer=int(cfg.get("featurizer", 1)))

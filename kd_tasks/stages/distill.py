@@ -1,12 +1,11 @@
 """Stage 3: distill a student from the window's soft labels (plus gold labels where they exist).
 
 Also trains the no-distillation baseline: the same student on the same gold rows with the same
-budget and alpha = 0 (cross-entropy only), so every night shows what the teacher added.
+budget and alpha = 0 (the supervised part only), so every night shows what the teacher added.
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,26 +13,30 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import files, registry
-from .config import DistillConfig, UseCase
-from .data import Window, load_window
-from .files import IntegrityError
-from .families import load_student, new_student, student_class
-from .losses import LOSSES, NO_LABEL
-from .teacher import content_version
+from ..config import DistillConfig, UseCase
+from ..losses import objective
+from ..models import load_student, student_class, warm_startable
+from ..models.training import fit
+from ..storage import files, registry
+from ..storage.files import IntegrityError
+from ..storage.runs import RunDir
+from ..tasks import NO_LABEL, get_task
+from .window import Window, load_window
 
 log = logging.getLogger(__name__)
 
 
 def train_student(window: Window, config: DistillConfig, init: Any = None, log_prefix: str = "student",
                   family: str = "hashed_ngram_mlp", feature_names: Sequence[str] = ()) -> Any:
-    """Fit a student of ``family`` on ``window``: every row gets the KD term, gold rows also the
-    supervised term (the task's loss from ``LOSSES``). ``init`` is a compatible student to start from."""
+    """Fit a student of ``family`` on ``window`` with the objective of ``config.loss_terms`` (default:
+    the task's): every row gets the soft-target part, gold rows also the supervised part. ``init`` is a
+    compatible student to start from."""
     torch.manual_seed(config.seed)
     student = student_class(family).create(window.label_names, config.student_size, window.inputs, feature_names)
     if init is not None:
         student.net.load_state_dict(init.net.state_dict())
-    loss_fn = LOSSES[window.task]
+    terms = config.loss_terms if config.loss_terms is not None else get_task(window.task).default_loss
+    loss_fn = objective(terms, config)
     gold = torch.from_numpy(window.gold_index())
     rows = np.arange(len(window.ids)) if config.alpha > 0 else np.flatnonzero(window.gold_index() != NO_LABEL)
     if len(rows) == 0:
@@ -45,31 +48,17 @@ def train_student(window: Window, config: DistillConfig, init: Any = None, log_p
     prepared = student.prepare(window.inputs)
     opt = torch.optim.AdamW(student.net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(config.seed)
-    started = time.perf_counter()
-    student.net.train()
-    for epoch in range(config.epochs):
-        order = torch.from_numpy(rows)[torch.randperm(len(rows), generator=gen)]
-        total, batches = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            z_s = student.forward_rows(prepared, idx)
-            loss = loss_fn(z_s, teacher[idx], gold[idx], config.temperature, config.alpha)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed)", log_prefix, epoch + 1,
-                 config.epochs, total / batches, len(rows), time.perf_counter() - started)
-    student.net.eval()
+    fit(student.net, torch.from_numpy(rows),
+        lambda idx: loss_fn(student.forward_rows(prepared, idx), teacher[idx], gold[idx]),
+        opt, config.epochs, config.batch_size, gen, log_prefix)
     return student
 
 
-def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: str | Path,
+def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDir,
                     home: Path | None = None) -> dict[str, Any]:
-    """Train the KD student and the no-KD baseline on the window ending at ``ds``; save both in ``run_dir``."""
+    """Train the KD student and the no-KD baseline on the window ending at ``ds``; save both in the run
+    directory and record what they were trained on in its ``distill`` fact (returned)."""
     cfg = use_case.distill
-    run_dir = Path(run_dir)
     window = load_window(use_case, ds, teacher_version, cfg.lookback_days, home)
     train = window.subset(~window.holdout)
     n_gold = int((train.gold_index() != NO_LABEL).sum())
@@ -84,20 +73,19 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: s
     champion_version = registry.alias_version(use_case.name, home)  # what evaluation and the swap compare to
     # Warm-start from the champion as of this night's first run, so a rerun with the same inputs gives
     # the same student even after the first run promoted its own.
-    night_champion = registry.night_champion(use_case.name, ds, home, run_id=run_dir.name) if cfg.warm_start else None
+    night_champion = (registry.night_champion(use_case.name, ds, home, run_id=run.path.name)
+                      if cfg.warm_start else None)
     if night_champion is not None:
         try:
-            candidate = load_student(registry.verify_version(use_case.name, night_champion, home))
+            champ_dir = registry.verify_version(use_case.name, night_champion, home)
+            if warm_startable(use_case, champ_dir, train.label_names, cfg.student_size):
+                init, warm_from = load_student(champ_dir), night_champion
+                log.info("warm start from %s, the champion when the first run for ds=%s started", warm_from, ds)
+            else:
+                log.info("champion %s has another family, label set, size or features; training from scratch",
+                         night_champion)
         except IntegrityError as exc:
             log.warning("cannot warm-start: %s; training from scratch", exc)
-            candidate = None
-        if candidate is not None and candidate.compatible_with(
-                new_student(use_case, train.label_names, cfg.student_size, train.inputs)):
-            init, warm_from = candidate, night_champion
-            log.info("warm start from %s, the champion when the first run for ds=%s started", warm_from, ds)
-        elif candidate is not None:
-            log.info("champion %s has another family, label set, size or features; training from scratch",
-                     night_champion)
 
     family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
     student = train_student(train, cfg, init, "student_kd", **family)
@@ -108,14 +96,14 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run_dir: s
         log.warning("%d of %d training rows (%.1f%%) featurise to nothing (no word the student's featuriser "
                     "keeps): the student sees them all as one input", empty, len(train.ids),
                     100.0 * empty / max(len(train.ids), 1))
-    out = {}
+    models = {}
     for name, model in (("student", student), ("baseline", baseline)):
-        d = model.save(run_dir / name)
-        out[name] = {"dir": str(d), "version": content_version(d)}
-    config = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version,
-              "distill": asdict(cfg), "window": window.days, "warm_started_from": warm_from,
-              "train_rows": len(train.ids), "gold_rows": n_gold, "empty_input_rows": empty,
-              "empty_input_share": round(empty / max(len(train.ids), 1), 6)}
-    files.write_json(run_dir / "distill.json", config)
-    return {**out, "warm_started_from": warm_from, "champion_version": champion_version,
-            "train_rows": len(train.ids), "gold_rows": n_gold, "window": window.days}
+        d = model.save(run.model_dir(name))
+        models[name] = {"dir": str(d), "version": files.content_version(d)}
+    fact = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version,
+            "distill": asdict(cfg), "window": window.days, "warm_started_from": warm_from,
+            "champion_version": champion_version, "models": models,
+            "train_rows": len(train.ids), "gold_rows": n_gold, "empty_input_rows": empty,
+            "empty_input_share": round(empty / max(len(train.ids), 1), 6)}
+    run.write("distill", fact)
+    return fact

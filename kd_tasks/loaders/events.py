@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import warehouse
-from .lake import day_index
+from .. import warehouse
+from ..storage.lake import day_index
 
 log = logging.getLogger(__name__)
 

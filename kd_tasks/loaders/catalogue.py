@@ -1,0 +1,200 @@
+"""Product catalogues into the warehouse's ``products`` table: a user's CSV / Parquet file, the
+Fashion Product Images data set, or rows from the synthetic generator. Every row is loaded or the
+whole file is refused, with the offending rows named.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..names import InputError
+from ..warehouse import connect, execute, execute_many, query_table
+
+
+def create_tables(uri: str) -> None:
+    with connect(uri) as conn:
+        execute(conn, uri, "warehouse/create_products.sql")
+
+
+def _read_rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """Rows of a CSV (optionally .gz) or Parquet file as dicts."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        opener = gzip.open if name.endswith(".gz") else open
+        rows: list[dict[str, Any]] = []
+        with opener(path, "rt", newline="", encoding=encoding) as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if ".tsv" in name else ",")
+            try:
+                rows.extend(reader)
+            except UnicodeDecodeError as exc:
+                line = _first_undecodable_line(path, opener, encoding)
+                raise InputError(
+                    f"{path}: data row {line - 1} (line {line}) is not valid {encoding} ({exc.reason}); pass "
+                    "the file's encoding, e.g. --encoding latin-1 or --encoding cp1252") from None
+        return rows
+    raise InputError(f"{path}: unsupported file type; give a .csv, .csv.gz, .tsv or .parquet file")
+
+
+def _first_undecodable_line(path: Path, opener: Any, encoding: str) -> int:
+    with opener(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return n
+    return 0
+
+
+def _derived_id(title: str, seen: dict[str, int]) -> str:
+    """Stable id for a catalogue without an id column: hash of the title and its occurrence number."""
+    k = seen.get(title, 0)
+    seen[title] = k + 1
+    return hashlib.sha1(f"{title}#{k}".encode()).hexdigest()[:16]
+
+
+def listing_date(row_id: str, end_date: str, days: int) -> str:
+    """Spread undated listings over ``days`` days ending at ``end_date``, by a stable hash of the id."""
+    offset = int(hashlib.sha1(row_id.encode()).hexdigest(), 16) % days
+    return (dt.date.fromisoformat(end_date) - dt.timedelta(days=offset)).isoformat()
+
+
+OPTION = {"title": "--text-column", "label": "--label-column", "id": "--id-column", "date": "--date-column"}
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def parse_listing_date(value: Any) -> str | None:
+    """A listing date as YYYY-MM-DD, or None when ``value`` is not an ISO date (or date-time)."""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value).strip()
+    if not _ISO_DATE.match(text):
+        return None
+    try:
+        return dt.date.fromisoformat(text[:10]).isoformat()
+    except ValueError:
+        return None
+
+
+def _refuse(source: str, problem: str, bad: list[tuple[int, Any]], fix: str) -> None:
+    shown = ", ".join(f"row {n}: {v!r}" for n, v in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise InputError(f"{source}: {len(bad)} row(s) {problem} ({shown}{more}); nothing was loaded. {fix}")
+
+
+def catalogue_rows(records: Sequence[Mapping[str, Any]], *, source: str, text_column: str,
+                   label_column: str, id_column: str | None = None, date_column: str | None = None,
+                   end_date: str = "2024-01-31", days: int = 30) -> list[dict[str, Any]]:
+    """Map a user's catalogue records onto the warehouse ``products`` rows.
+
+    Rows with an empty title are dropped (there is nothing to classify; ``skipped_titles`` counts
+    them); rows with an empty category are kept with ``category = NULL`` (unlabelled rows still get
+    soft labels). Every row is loaded or the whole file is refused: an empty or repeated id, or a
+    date that is not ISO ``YYYY-MM-DD[THH:MM:SS]``, names its first offending rows (data rows,
+    counted from 1).
+    """
+    if not records:
+        raise InputError(f"{source}: the file has no rows")
+    columns = list(records[0].keys())
+    for role, col in (("title", text_column), ("label", label_column), ("id", id_column),
+                      ("date", date_column)):
+        if col is not None and col not in columns:
+            raise InputError(
+                f"{source}: the {role} column {col!r} is not in the file; its columns are {columns}. "
+                f"Pass the right name with {OPTION[role]}"
+            )
+    seen: dict[str, int] = {}
+    first_row: dict[str, int] = {}
+    out, empty_ids, repeated, bad_dates = [], [], [], []
+    for n, rec in enumerate(records, 1):
+        title = (rec.get(text_column) or "").strip() if rec.get(text_column) is not None else ""
+        if not title:
+            continue
+        label = rec.get(label_column)
+        label = str(label).strip() if label is not None and str(label).strip() else None
+        if id_column:
+            raw_id = rec.get(id_column)
+            row_id = "" if raw_id is None else str(raw_id).strip()
+            if not row_id:
+                empty_ids.append((n, raw_id))
+                continue
+            if row_id in first_row:
+                repeated.append((n, f"{row_id} (first at row {first_row[row_id]})"))
+                continue
+            first_row[row_id] = n
+        else:
+            row_id = _derived_id(title, seen)
+        if date_column:
+            listed_on = parse_listing_date(rec.get(date_column)) if rec.get(date_column) not in (None, "") else None
+            if listed_on is None:
+                bad_dates.append((n, rec.get(date_column)))
+                continue
+        else:
+            listed_on = listing_date(row_id, end_date, days)
+        out.append({"product_id": row_id, "title": title, "category": label,
+                    "listed_on": listed_on, "source": source})
+    if empty_ids:
+        _refuse(source, f"have an empty {id_column!r}", empty_ids,
+                "fill the ids, or leave out --id-column to derive ids from the titles")
+    if repeated:
+        _refuse(source, f"repeat an id of {id_column!r}", repeated, "ids must be unique: fix the file or choose "
+                "another --id-column")
+    if bad_dates:
+        _refuse(source, f"have a {date_column!r} that is not an ISO date YYYY-MM-DD", bad_dates,
+                "convert the column to YYYY-MM-DD (or YYYY-MM-DDTHH:MM:SS)")
+    return out
+
+
+def load_products(uri: str, rows: Sequence[Mapping[str, Any]], replace: bool = False,
+                  clear_labels: bool = False) -> int:
+    """Upsert ``rows`` into ``products`` (optionally emptying it first); returns the row count.
+
+    A reload never erases a gold label: a row whose category is empty keeps the category already
+    stored, unless ``clear_labels``."""
+    ids = [r["product_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise InputError("rows to load repeat a product_id; ids must be unique")
+    create_tables(uri)
+    flag = 1 if clear_labels else 0
+    with connect(uri) as conn:
+        if replace:
+            execute(conn, uri, "warehouse/delete_products.sql")
+        execute_many(conn, uri, "warehouse/upsert_product.sql", [{**r, "clear_labels": flag} for r in rows])
+    return len(rows)
+
+
+def count_products(uri: str) -> dict[str, int]:
+    """Rows and gold-labelled rows of the ``products`` table."""
+    table = query_table(uri, "warehouse/count_products.sql", {})
+    return {"rows": int(table.column("n_rows")[0].as_py()), "labelled": int(table.column("n_labelled")[0].as_py() or 0)}
+
+
+def load_catalogue_file(uri: str, path: str | Path, encoding: str = "utf-8", **kwargs: Any) -> int:
+    path = Path(path)
+    replace = kwargs.pop("replace", False)
+    clear_labels = kwargs.pop("clear_labels", False)
+    rows = catalogue_rows(_read_rows(path, encoding), source=path.name, **kwargs)
+    return load_products(uri, rows, replace=replace, clear_labels=clear_labels)
+
+
+def read_fashion_styles(folder: str | Path) -> list[dict[str, Any]]:
+    """The Fashion Product Images catalogue: ``styles.csv.gz`` joined by position with the titles."""
+    folder = Path(folder)
+    styles, titles = folder / "styles.csv.gz", folder / "styles_text.csv.gz"
+    for p in (styles, titles):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing; point --folder at the fashion_product_styles data set")
+    a, b = _read_rows(styles), _read_rows(titles)
+    if len(a) != len(b):
+        raise ValueError(f"{folder}: styles has {len(a)} rows but titles has {len(b)}; the files must be row-aligned")
+    return [{**x, **y} for x, y in zip(a, b)]

@@ -1,0 +1,143 @@
+"""Model families: one file per family beside this table, which names for each family its input
+reader, its student and teacher classes, its sizes and the tasks it supports.
+
+A use case names its student and teacher family; the stages look them up here and never ask which
+family they hold. The table itself imports no torch (DAG files read it when they are parsed): a
+family's module is imported when one of its models is built or loaded.
+
+Adding a family: a file in this folder with its model classes (a student subclasses
+``base.SavedStudent``; a teacher has ``load``, ``logits``, ``num_parameters``, ``bytes_on_disk`` and a
+module-level ``train_teacher``) and one row in ``FAMILIES``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..names import ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    inputs: str  # a reader in models.inputs.READERS: "text" (one column) or "matrix" (feature columns)
+    tasks: tuple[str, ...]  # the tasks (kd_tasks.tasks) whose outputs it can produce
+    student: str = ""  # "module:Class" of its student, if it has one
+    teacher: str = ""  # "module:Class" of its teacher, if it has one
+    sizes: Mapping[str, Any] = field(default_factory=dict)  # student size name -> the family's shape parameters
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("hashed_ngram_mlp", inputs="text", tasks=("multiclass",),
+           student="kd_tasks.models.hashed_ngram:HashedNgramStudent",
+           # hash buckets, embedding dim, hidden units
+           sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)}),
+    Family("tabular_mlp", inputs="matrix", tasks=("binary",),
+           student="kd_tasks.models.tabular:TabularStudent", teacher="kd_tasks.models.tabular:TabularTeacher",
+           sizes={"small": (16,), "base": (32, 16), "large": (64, 32)}),  # student hidden layers
+    Family("hf_sequence_classifier", inputs="text", tasks=("multiclass",),
+           teacher="kd_tasks.models.hf_text:HFTeacher"),
+)}
+
+
+def family(name: str, role: str | None = None) -> Family:
+    """The family ``name``; with ``role`` ("student" or "teacher"), one that has a model of that role."""
+    known = sorted(n for n, f in FAMILIES.items() if role is None or getattr(f, role))
+    if name not in known:
+        what = f"{role} family" if role else "model family"
+        raise ConfigError(f"{what} {name!r} is unknown; choose one of {known}")
+    return FAMILIES[name]
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def student_class(name: str) -> Any:
+    return _load(family(name, "student").student)
+
+
+def teacher_class(name: str) -> Any:
+    return _load(family(name, "teacher").teacher)
+
+
+def read_inputs(family_name: str, table: Any, columns: Sequence[str]) -> Any:
+    """A pyarrow table's ``columns`` as the inputs of the family's models."""
+    from .inputs import READERS
+
+    return READERS[family(family_name).inputs](table, columns)
+
+
+def student_inputs(use_case: Any, table: Any) -> Any:
+    """Serving-time inputs: what the student sees, in training and in production."""
+    return read_inputs(use_case.student_family, table, use_case.input_columns)
+
+
+def teacher_inputs(use_case: Any, table: Any) -> Any:
+    """Serving-time plus privileged inputs: what the teacher sees when it writes soft labels."""
+    return read_inputs(use_case.teacher_family, table, use_case.teacher_columns)
+
+
+def new_student(use_case: Any, label_names: Sequence[str], size: str, inputs: Any) -> Any:
+    """A fresh student of the use case's family (a tabular one fits its input scaling on ``inputs``)."""
+    return student_class(use_case.student_family).create(label_names, size, inputs, use_case.input_columns)
+
+
+def load_student(directory: str | Path) -> Any:
+    """Load a saved student of any family (its ``student.json`` names the family)."""
+    from .base import DEFAULT_FAMILY, read_config
+
+    cfg = read_config(directory)
+    return student_class(cfg.get("family", DEFAULT_FAMILY)).load(directory)
+
+
+def warm_startable(use_case: Any, directory: str | Path, label_names: Sequence[str], size: str) -> bool:
+    """Whether the student saved in ``directory`` can seed a fresh student of the use case (same family,
+    outputs, size and inputs), judged on its saved config."""
+    from .base import read_config
+
+    cls = student_class(use_case.student_family)
+    return cls.warm_startable(read_config(directory), cls.config_for(label_names, size, use_case.input_columns))
+
+
+def load_teacher(path: str | Path) -> Any:
+    """Load and verify a teacher directory of any family; every failure says how to get a usable teacher."""
+    from ..storage.teachers import FIX_TEACHER, TeacherError, verified_manifest
+
+    path = Path(path)
+    weights = {name: teacher_class(name).weight_files for name, f in FAMILIES.items() if f.teacher}
+    manifest = verified_manifest(path, weights)
+    try:
+        return teacher_class(manifest["family"]).load(path, manifest["version"], manifest)
+    except TeacherError:
+        raise
+    except Exception as exc:  # torch / transformers / safetensors raise many types for broken files
+        raise TeacherError(f"teacher at {path} could not be loaded ({type(exc).__name__}: {exc}); "
+                           f"{FIX_TEACHER}") from exc
+
+
+def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | None, config: Any,
+                  provenance: dict[str, Any]) -> dict[str, Any]:
+    """Train the use case's teacher family on ``table`` (gold-labelled, held-out rows removed) into
+    ``target``, atomically. Returns the teacher manifest."""
+    from ..storage.teachers import publish_teacher
+    from ..tasks import NO_LABEL, get_task
+
+    task = get_task(use_case.task)
+    labels = table.column(use_case.label_column).to_pylist()
+    label_names = task.output_names(use_case.label_column, labels)
+    gold = task.gold_index(labels, label_names)
+    if (gold == NO_LABEL).any():
+        bad = sorted({str(v) for v, g in zip(labels, gold) if g == NO_LABEL})
+        raise ValueError(f"gold labels {bad[:5]} are not valid for a {task.name} task; fix the labels in the warehouse")
+    inputs = teacher_inputs(use_case, table)
+    train = importlib.import_module(family(use_case.teacher_family, "teacher").teacher.partition(":")[0]).train_teacher
+
+    def write(tmp: Path) -> dict[str, Any]:
+        fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config)
+        return {**fields, "provenance": provenance}
+
+    return publish_teacher(target, write)

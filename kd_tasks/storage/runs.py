@@ -1,0 +1,78 @@
+"""A run's directory, ``runs/<use_case>/<run_id>/``: the one place that knows its files.
+
+Each nightly task writes its facts here and the next task reads them back; XCom carries only the
+directory (and the gate's branch decision), so a task retried or cleared alone finds what its
+predecessors wrote. A missing or damaged file names the task to clear.
+
+    soft_labels.json   generate_soft_labels: partitions labelled, reused, healed; the teacher version
+    distill.json       distill_student: window, config, trained model versions, the champion read
+    student/ baseline/ distill_student: the KD student and the no-distillation baseline
+    evaluation.json    evaluate_student: every model's metrics on the held-out slice
+    gate.json          evaluate_student: every gate check, the decision and the action
+    outcome.json       promote_student / record_candidate / hold_student
+    report.json        write_report: all of the above in one file
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import names
+from ..home import kd_home
+from . import files
+
+# fact -> (file name, the task that writes it)
+FILES = {
+    "soft_labels": ("soft_labels.json", "generate_soft_labels"),
+    "distill": ("distill.json", "distill_student"),
+    "evaluation": ("evaluation.json", "evaluate_student"),
+    "gate": ("gate.json", "evaluate_student"),
+    "outcome": ("outcome.json", "promote_student / record_candidate / hold_student"),
+    "report": ("report.json", "write_report"),
+}
+MODELS = ("student", "baseline")
+
+
+def runs_dir(use_case: str, home: Path | None = None) -> Path:
+    return names.child((home or kd_home()) / "runs", names.use_case_name(use_case))
+
+
+class RunDir:
+    """Typed access to one run's directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, use_case: str, run_id: str, home: Path | None = None) -> "RunDir":
+        """The directory of ``run_id`` (made safe as a folder name), created if needed."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).lstrip(".") or "_"
+        path = names.child(runs_dir(use_case, home), safe)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def model_dir(self, name: str) -> Path:
+        if name not in MODELS:
+            raise ValueError(f"a run directory holds the models {MODELS}, not {name!r}")
+        return self.path / name
+
+    def file(self, fact: str) -> Path:
+        return self.path / FILES[fact][0]
+
+    def write(self, fact: str, value: Any) -> Path:
+        return files.write_json(self.file(fact), value)
+
+    def read(self, fact: str) -> Any:
+        """A fact of the run; missing or damaged: an ``IntegrityError`` that names the task to clear."""
+        task = FILES[fact][1]
+        return files.read_json(self.file(fact), "run file", f"clear the {task} task of this run so it writes it again")
+
+
+def reports(use_case: str, home: Path | None = None) -> Iterator[Path]:
+    """Every run's ``report.json`` of ``use_case``, oldest first."""
+    base = runs_dir(use_case, home)
+    yield from sorted(base.glob(f"*/{FILES['report'][0]}"), key=lambda p: p.stat().st_mtime)

@@ -1,0 +1,122 @@
+"""Teacher directories: a model family's files plus ``kd_manifest.json`` (family, label names, training
+data, version and per-file hashes), written last.
+
+The version is a content hash of every file but the manifest, so any change of weights or tokenizer
+is a new teacher version. A teacher is built aside and swapped in (``files.publish_dir``); a reader
+trusts it only when its files hash to the version its manifest records.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import files
+from .files import IntegrityError
+
+log = logging.getLogger(__name__)
+MANIFEST = "kd_manifest.json"
+FIX_TEACHER = ("run the kd_teacher_bootstrap DAG (or `python -m kd_tasks.cli bootstrap-teacher`) to create "
+               "one, or point teacher_dir at a directory saved with save_pretrained plus kd_manifest.json")
+DEFAULT_FAMILY = "hf_sequence_classifier"  # a manifest without "family" was written by the text teacher
+
+
+class TeacherError(IntegrityError):
+    """The teacher directory is missing, incomplete or corrupt."""
+
+
+def verified_manifest(path: str | Path, weight_files: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The manifest of the teacher at ``path`` after checking that its family is known (``weight_files``:
+    family -> the files that can hold its weights), that it has weights, and that its files hash to the
+    version the manifest records. Every refusal names how to get a usable teacher. The manifest's
+    ``family`` and ``version`` are always set in what is returned."""
+    path = Path(path)
+    fix = FIX_TEACHER
+    recover_teacher(path)
+    if not path.is_dir():
+        raise TeacherError(f"no teacher at {path}; {fix}")
+    manifest = None
+    if (path / MANIFEST).is_file():
+        try:
+            manifest = files.read_json(path / MANIFEST, "teacher manifest", fix)
+        except IntegrityError as exc:
+            raise TeacherError(str(exc)) from None
+        if not isinstance(manifest, dict):
+            raise TeacherError(f"teacher manifest {path / MANIFEST} is not a JSON object; {fix}")
+    family = (manifest or {}).get("family", DEFAULT_FAMILY)
+    if family not in weight_files:
+        raise TeacherError(f"teacher at {path} has unknown family {family!r}; known: {sorted(weight_files)}")
+    weights = weight_files[family]
+    if not any((path / w).is_file() for w in weights):
+        raise TeacherError(f"teacher directory {path} has no weights ({' or '.join(weights)}); {fix}")
+    if manifest is None:
+        raise TeacherError(f"teacher directory {path} has no {MANIFEST} (label names, version); {fix}")
+    version = files.content_version(path)
+    if manifest.get("version") != version:
+        changed = [name for name, digest in (manifest.get("files") or {}).items()
+                   if not (path / name).is_file() or files.sha256_file(path / name) != digest]
+        raise TeacherError(
+            f"teacher files in {path} hash to {version} but its manifest says {manifest.get('version')}: "
+            f"the directory was changed or is corrupt{' (changed: ' + ', '.join(changed) + ')' if changed else ''}; "
+            f"{fix}"
+        )
+    return {**manifest, "family": family, "version": version}
+
+
+def publish_teacher(out_dir: str | Path, write: Callable[[Path], dict[str, Any]],
+                    manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build a teacher in a temporary sibling directory with ``write(tmp) -> manifest fields``, add the
+    manifest (content version and per-file hashes, written last) and swap it in. A crash before the
+    manifest leaves a temporary folder that ``files.sweep`` removes; a crash between the two renames of
+    the swap is finished by the next reader (``recover_teacher``). Returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_teacher(out_dir)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        manifest = {**(write(tmp) or {}), **(manifest_fields or {})}
+        manifest["version"] = files.content_version(tmp)
+        manifest["files"] = {name: files.sha256_file(tmp / name) for name in files.listed_files(tmp)
+                             if name != MANIFEST}
+        files.fault_point("teacher_written")
+        files.write_json(tmp / MANIFEST, manifest)
+        return manifest
+
+    manifest = files.publish_dir(out_dir, build, swap_fault="teacher_swap")
+    log.info("teacher version %s written to %s", manifest["version"], out_dir)
+    return manifest
+
+
+def version_of(path: str | Path) -> str:
+    """The content version of the teacher files at ``path`` (not verified against the manifest)."""
+    return files.content_version(path)
+
+
+def _complete_teacher(path: Path) -> bool:
+    """A teacher folder whose manifest (written last) exists and matches its files."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        return manifest.get("version") == files.content_version(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def recover_teacher(out_dir: str | Path) -> bool:
+    """Finish a teacher swap a crash interrupted: when nothing is at ``out_dir`` but a complete new
+    (``.tmp-``) or old (``.old-``) folder of a dead writer lies beside it, move it into place (the new
+    one first). Returns True when it moved one."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() or not out_dir.parent.is_dir():
+        return False
+    leftovers = [p for p in out_dir.parent.glob(f".{out_dir.name}.*-*") if p.is_dir()
+                 and files.is_stale_temp(p, stale_after_s=60)]
+    for kind in ("tmp", "old"):
+        for p in sorted((p for p in leftovers if f".{kind}-" in p.name), key=lambda p: p.stat().st_mtime, reverse=True):
+            if _complete_teacher(p):
+                os.replace(p, out_dir)
+                log.warning("finished an interrupted teacher swap: moved %s to %s", p.name, out_dir)
+                files.sweep_siblings(out_dir)
+                return True
+    return False

@@ -1,0 +1,91 @@
+"""What a task means: how gold labels become targets, what a model's outputs are called, which
+metrics judge it and which loss terms distill it by default. One object per task; the stages ask the
+use case's task, never which task it is. (numpy and the metrics are imported when used: DAG files
+read this table when they are parsed.)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .names import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+NO_LABEL = -1  # gold index of a row that has no human label (or one the model has no output for)
+
+
+class Task:
+    name: str
+    metrics: tuple[str, ...]  # quality metrics a gate can judge this task by
+    default_loss: Mapping[str, float]  # loss terms (see kd_tasks.losses) and their weights
+
+    def output_names(self, label_column: str, labels: Sequence[Any]) -> list[str]:
+        """A teacher's outputs, from the gold labels it is trained on."""
+        raise NotImplementedError
+
+    def gold_index(self, gold: Sequence[Any], label_names: Sequence[str]) -> np.ndarray:
+        """The training target of each gold label; ``NO_LABEL`` where there is none (or an unknown one)."""
+        raise NotImplementedError
+
+    def quality(self, label_names: Sequence[str], gold: Sequence[Any], logits: np.ndarray,
+                groups: Sequence[Any] | None = None) -> dict[str, Any]:
+        """The task's metrics of ``logits`` against ``gold``; ``groups`` (the use case's grouping key per
+        row) is for tasks whose metrics are per group."""
+        raise NotImplementedError
+
+
+class Multiclass(Task):
+    """Softmax over the label names; gold labels are label names."""
+
+    name = "multiclass"
+    metrics = ("macro_f1", "accuracy")
+    default_loss = {"kd": 1.0}
+
+    def output_names(self, label_column, labels):
+        return sorted({str(v) for v in labels if v is not None})
+
+    def gold_index(self, gold, label_names):
+        import numpy as np
+
+        pos = {n: i for i, n in enumerate(label_names)}
+        return np.array([pos.get(str(g), NO_LABEL) if g is not None else NO_LABEL for g in gold], dtype=np.int64)
+
+    def quality(self, label_names, gold, logits, groups=None):
+        if not len(gold):
+            return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
+        from . import metrics
+
+        pred = [label_names[i] for i in logits.argmax(axis=1)]
+        return metrics.classification_metrics([str(g) for g in gold], pred)
+
+
+class Binary(Task):
+    """One logit: of the positive label (the label column); gold labels are 0 or 1."""
+
+    name = "binary"
+    metrics = ("auc", "pr_auc")
+    default_loss = {"binary_kd": 1.0}
+
+    def output_names(self, label_column, labels):
+        return [label_column]
+
+    def gold_index(self, gold, label_names):
+        import numpy as np
+
+        return np.array([int(g) if g is not None and int(g) in (0, 1) else NO_LABEL for g in gold], dtype=np.int64)
+
+    def quality(self, label_names, gold, logits, groups=None):
+        from . import metrics
+
+        return metrics.binary_metrics([int(g) for g in gold], logits)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (Multiclass(), Binary())}
+QUALITY_METRICS = {m: t.name for t in TASKS.values() for m in t.metrics}  # metric -> the task it judges
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ConfigError(f"task {name!r} is unknown; choose one of {list(TASKS)}")
+    return TASKS[name]
