@@ -208,7 +208,10 @@ class UseCase:
     def with_overrides(self, distill: Mapping[str, Any] | None = None,
                        gate: Mapping[str, Any] | None = None, **top: Any) -> "UseCase":
         """A copy with some distillation / gate / top-level values replaced (all validated)."""
-        new_distill = from_dict(DistillConfig, {**dataclasses.asdict(self.distill), **(distill or {})})
+        current = dataclasses.asdict(self.distill)
+        if "task" in top and "loss_terms" not in (distill or {}):
+            current["loss_terms"] = None  # the resolved default was the old task's: take the new task's
+        new_distill = from_dict(DistillConfig, {**current, **(distill or {})})
         new_gate = from_dict(GateConfig, {**dataclasses.asdict(self.gate), **(gate or {})})
         known = {f.name for f in dataclasses.fields(self)} - {"distill", "gate", "teacher_train"}
         unknown = sorted(set(top) - known)

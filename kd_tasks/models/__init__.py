@@ -6,8 +6,8 @@ family they hold. The table itself imports no torch (DAG files read it when they
 family's module is imported when one of its models is built or loaded.
 
 Adding a family: a file in this folder with its model classes (a student subclasses
-``base.SavedStudent``; a teacher has ``load``, ``logits``, ``num_parameters``, ``bytes_on_disk`` and a
-module-level ``train_teacher``) and one row in ``FAMILIES``.
+``base.SavedStudent``; a teacher has ``weight_files``, ``load``, ``train``, ``logits``,
+``num_parameters`` and ``bytes_on_disk``) and one row in ``FAMILIES``.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | Non
         bad = sorted({str(v) for v, g in zip(labels, gold) if g == NO_LABEL})
         raise ValueError(f"gold labels {bad[:5]} are not valid for a {task.name} task; fix the labels in the warehouse")
     inputs = teacher_inputs(use_case, table)
-    train = importlib.import_module(family(use_case.teacher_family, "teacher").teacher.partition(":")[0]).train_teacher
+    train = teacher_class(use_case.teacher_family).train
 
     def write(tmp: Path) -> dict[str, Any]:
         fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config)

@@ -66,6 +66,11 @@ class HFTeacher:
 
     weight_files = ("model.safetensors", "pytorch_model.bin")
 
+    @staticmethod
+    def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``train_teacher``: fine-tune one into a directory, returning its manifest fields."""
+        return train_teacher(*args, **kwargs)
+
     @classmethod
     def load(cls, path: Path, version: str, manifest: dict[str, Any]) -> "HFTeacher":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -122,6 +122,11 @@ class TabularTeacher:
     def load(cls, path: Path, version: str, manifest: dict[str, Any]) -> "TabularTeacher":
         return cls(path, version, manifest)
 
+    @staticmethod
+    def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``train_teacher``: train one into a directory, returning its manifest fields."""
+        return train_teacher(*args, **kwargs)
+
     def __init__(self, path: Path, version: str, manifest: dict[str, Any]):
         from safetensors.torch import load_file
 
