@@ -96,7 +96,7 @@ def _concat(use_case, day_list: list[str], home: Path) -> pa.Table:
 class Prepared:
     use_case: Any
     teacher: Any
-    train: Any  # kd_tasks.data.Window of the training days
+    train: Any  # kd_tasks.stages.window.Window of the training days
     test: Any  # Window of the test days, with the teacher's inputs (for its latency)
     loaded: dict[str, Any]
     dropped: dict[str, int]

@@ -72,7 +72,7 @@ TARGETS = {"retention": 0.97, "retention_fashion": 0.99, "params_ratio": 10.0, "
 @dataclass
 class Prepared:
     spec: RunSpec
-    teacher: Any  # kd_tasks.teacher.Teacher
+    teacher: Any  # a teacher of kd_tasks.models (load_teacher)
     train_seconds: float
     windows: dict[str, Window]  # pool (gold as the regime allows), val, test (full gold)
     home: Path
