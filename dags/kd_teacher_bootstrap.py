@@ -37,7 +37,8 @@ SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", 
         "base_model": Param("", type="string",
                             description="Local Hugging Face directory to start from; empty = the packaged MiniLM."),
         # TeacherTrainConfig's Param fields (epochs, learning_rate, max_rows), each optional
-        **{name: Param(schema.pop("default"), **schema) for name, schema in TRAIN_PARAMS.items()},
+        **{name: Param(None, **{k: v for k, v in schema.items() if k != "default"})
+           for name, schema in TRAIN_PARAMS.items()},
         "sql_params": Param({}, type="object", additionalProperties=False, properties=SQL_PARAMS,
                             description="Values for the use case's extract_params, e.g. {\"label_horizon_days\": 7, "
                                         "\"candidate_days\": 28} for Online Retail; empty = the declaration. "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Mapping
 
 from . import warehouse
@@ -35,10 +34,6 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
     if sql:
         top["extract_params"] = sql
     return declared.with_overrides(distill=distill, **top)
-
-
-def run_dir_for(use_case: UseCase, run_id: str, home: Path | None = None) -> Path:
-    return RunDir.create(use_case.name, run_id, home).path
 
 
 def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | None = None,
@@ -123,9 +118,9 @@ def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, **action_a
             "action": action, "action_reason": why}
 
 
-def _manifest(use_case: UseCase, ds: str, run: RunDir, run_id: str) -> dict[str, Any]:
-    """The registry manifest of the run's student."""
-    distilled, evaluation = run.read("distill"), run.read("evaluation")
+def _manifest(use_case: UseCase, ds: str, run: RunDir, run_id: str, distilled: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry manifest of the run's student (``distilled``: the run's distill fact)."""
+    evaluation = run.read("evaluation")
     return {
         "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["models"]["student"]["version"],
         "data_window": distilled["window"], "teacher_version": distilled["teacher_version"],
@@ -143,8 +138,8 @@ def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str =
     as ``lost_race`` in the outcome and the promotion log; the version stays in the registry.
     """
     run = RunDir(run_dir)
-    manifest = _manifest(use_case, ds, run, run_id)
     distilled = run.read("distill")
+    manifest = _manifest(use_case, ds, run, run_id, distilled)
     try:
         result = registry.promote(use_case.name, run.model_dir("student"), manifest["version"], manifest,
                                   expected_champion=distilled.get("champion_version"), reason=reason)
@@ -165,7 +160,7 @@ def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str =
 def record_candidate(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str) -> dict[str, Any]:
     """Register the student as a candidate with its gate decision; production does not move."""
     run = RunDir(run_dir)
-    manifest = _manifest(use_case, ds, run, run_id)
+    manifest = _manifest(use_case, ds, run, run_id, run.read("distill"))
     result = registry.record_candidate(use_case.name, run.model_dir("student"), manifest["version"], manifest,
                                        reason=reason)
     log.info("candidate %s recorded (%s); production stays %s", result["version"], reason, result["champion"])

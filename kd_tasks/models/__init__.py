@@ -6,8 +6,8 @@ family they hold. The table itself imports no torch (DAG files read it when they
 family's module is imported when one of its models is built or loaded.
 
 Adding a family: a file in this folder with its model classes (a student subclasses
-``base.SavedStudent``; a teacher has ``weight_files``, ``load``, ``train``, ``logits``,
-``num_parameters`` and ``bytes_on_disk``) and one row in ``FAMILIES``.
+``base.SavedStudent``; a teacher has ``load``, ``train``, ``logits``, ``num_parameters`` and
+``bytes_on_disk``) and one row in ``FAMILIES``.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Family:
     student: str = ""  # "module:Class" of its student, if it has one
     teacher: str = ""  # "module:Class" of its teacher, if it has one
     sizes: Mapping[str, Any] = field(default_factory=dict)  # student size name -> the family's shape parameters
+    teacher_files: tuple[str, ...] = ()  # files that can hold a teacher's weights (one must exist)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -36,9 +37,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)}),
     Family("tabular_mlp", inputs="matrix", tasks=("binary",),
            student="kd_tasks.models.tabular:TabularStudent", teacher="kd_tasks.models.tabular:TabularTeacher",
-           sizes={"small": (16,), "base": (32, 16), "large": (64, 32)}),  # student hidden layers
+           sizes={"small": (16,), "base": (32, 16), "large": (64, 32)},  # student hidden layers
+           teacher_files=("teacher.safetensors",)),
     Family("hf_sequence_classifier", inputs="text", tasks=("multiclass",),
-           teacher="kd_tasks.models.hf_text:HFTeacher"),
+           teacher="kd_tasks.models.hf_text:HFTeacher", teacher_files=("model.safetensors", "pytorch_model.bin")),
 )}
 
 
@@ -108,8 +110,7 @@ def load_teacher(path: str | Path) -> Any:
     from ..storage.teachers import FIX_TEACHER, TeacherError, verified_manifest
 
     path = Path(path)
-    weights = {name: teacher_class(name).weight_files for name, f in FAMILIES.items() if f.teacher}
-    manifest = verified_manifest(path, weights)
+    manifest = verified_manifest(path, {name: f.teacher_files for name, f in FAMILIES.items() if f.teacher})
     try:
         return teacher_class(manifest["family"]).load(path, manifest["version"], manifest)
     except TeacherError:

@@ -64,8 +64,6 @@ class HFTeacher:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
 
-    weight_files = ("model.safetensors", "pytorch_model.bin")
-
     @staticmethod
     def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
         """``train_teacher``: fine-tune one into a directory, returning its manifest fields."""

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 FAMILY = "tabular_mlp"
 SIZES = FAMILIES[FAMILY].sizes  # student hidden layers
 TEACHER_HIDDEN = (512, 256, 128)  # the teacher: deep and wide, it sees serving + privileged features
-TEACHER_WEIGHTS = "teacher.safetensors"
+TEACHER_WEIGHTS = FAMILIES[FAMILY].teacher_files[0]
 
 
 class LogStandardize(nn.Module):
@@ -116,7 +116,6 @@ class TabularTeacher:
     """A deep MLP on serving + privileged features, loaded from a teacher directory."""
 
     family = FAMILY
-    weight_files = (TEACHER_WEIGHTS,)
 
     @classmethod
     def load(cls, path: Path, version: str, manifest: dict[str, Any]) -> "TabularTeacher":

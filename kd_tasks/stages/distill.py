@@ -37,8 +37,9 @@ def train_student(window: Window, config: DistillConfig, init: Any = None, log_p
         student.net.load_state_dict(init.net.state_dict())
     terms = config.loss_terms if config.loss_terms is not None else get_task(window.task).default_loss
     loss_fn = objective(terms, config)
-    gold = torch.from_numpy(window.gold_index())
-    rows = np.arange(len(window.ids)) if config.alpha > 0 else np.flatnonzero(window.gold_index() != NO_LABEL)
+    gold_index = window.gold_index()
+    gold = torch.from_numpy(gold_index)
+    rows = np.arange(len(window.ids)) if config.alpha > 0 else np.flatnonzero(gold_index != NO_LABEL)
     if len(rows) == 0:
         raise ValueError(
             f"{log_prefix}: no training rows (alpha={config.alpha} needs "
@@ -61,8 +62,9 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDi
     cfg = use_case.distill
     window = load_window(use_case, ds, teacher_version, cfg.lookback_days, home)
     train = window.subset(~window.holdout)
-    n_gold = int((train.gold_index() != NO_LABEL).sum())
-    unknown_gold = sum(1 for g, i in zip(train.gold, train.gold_index()) if g is not None and i == NO_LABEL)
+    gold_index = train.gold_index()
+    n_gold = int((gold_index != NO_LABEL).sum())
+    unknown_gold = sum(1 for g, i in zip(train.gold, gold_index) if g is not None and i == NO_LABEL)
     log.info("window %s..%s: %d rows, %d for training (%d with gold labels), %d held out",
              window.days[0], window.days[-1], len(window.ids), len(train.ids), n_gold, int(window.holdout.sum()))
     if unknown_gold:

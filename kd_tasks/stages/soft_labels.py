@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import UseCase
 from ..models import load_teacher, teacher_inputs
-from ..storage import lake, teachers
+from ..storage import files, lake
 from ..storage.files import IntegrityError
 from ..storage.lake import NaNLogitsError, check_finite
 
@@ -38,7 +38,7 @@ def teacher_version(use_case: UseCase) -> str:
     path = use_case.resolved_teacher_dir()
     if not path.is_dir():
         load_teacher(path)  # raises the documented "no teacher" error
-    return teachers.version_of(path)
+    return files.content_version(path)
 
 
 def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None = None,

@@ -15,6 +15,7 @@ from ..holdout import is_holdout
 from ..models import student_inputs, teacher_inputs
 from ..models.inputs import take
 from ..storage import lake
+from ..storage.files import IntegrityError
 from ..tasks import get_task
 
 
@@ -52,19 +53,25 @@ class Window:
 def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days: int,
                 home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
     """Rows of the extract partitions ds-lookback+1..ds with their soft labels, newest copy of each id."""
-    label_names = lake.soft_label_names(use_case.name, teacher_version, ds, home)
+    soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged partitions of the whole window)"
+    # ds's own partition first: its label set is the window's (read and verified once, used below)
+    newest_soft = lake.read_soft_labels(use_case.name, teacher_version, ds, soft_fix, home)
+    label_names = newest_soft[2].get("label_names")
+    if not label_names:
+        raise IntegrityError(f"soft labels of teacher {teacher_version} for ds={ds} record no label names; "
+                             f"rerun generate_soft_labels for ds={ds}")
+    columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
+                                  *([use_case.group_column] if use_case.group_column else []),
+                                  *(use_case.teacher_columns if with_teacher_inputs else ())]))
     parts = []
     days = []
     for day in lake.window_days(ds, lookback_days):
         src = lake.extract_path(use_case.name, day, home)
         if not src.exists():
             continue
-        columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
-                                      *([use_case.group_column] if use_case.group_column else []),
-                                      *(use_case.teacher_columns if with_teacher_inputs else ())]))
         extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home), columns=columns)
-        soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged partitions of the whole window)"
-        soft_ids, logits, provenance = lake.read_soft_labels(use_case.name, teacher_version, day, soft_fix, home)
+        soft_ids, logits, provenance = newest_soft if day == ds else lake.read_soft_labels(
+            use_case.name, teacher_version, day, soft_fix, home)
         ids = extract.column(use_case.id_column).to_pylist()
         if soft_ids != ids:
             raise ValueError(

@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 FILES_MANIFEST = "_kd_files.json"
 FAULT_ENV = "KD_FAULT_POINT"
-VERSION_EXCLUDES = ("kd_manifest.json",)  # a teacher's manifest records its version, so is not part of it
+TEACHER_MANIFEST = "kd_manifest.json"  # records a teacher's version, so is not part of it
 STALE_AFTER_S = 24 * 3600  # a temporary entry of another host is garbage after this long
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9_.-]*?)-(?P<pid>\d+)-[0-9a-f]{8,32}$")
 _LEGACY_TEMP = re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{32}$")  # written before temp names carried a PID
@@ -156,7 +156,7 @@ def content_version(directory: str | Path, exclude: Sequence[str] = ()) -> str:
     """A folder's version: sha256 over every file's relative path and bytes (manifests, hidden files and
     ``exclude`` left out), first 12 hex digits. Models and teachers are named by it."""
     directory = Path(directory)
-    skip = {FILES_MANIFEST, *VERSION_EXCLUDES, *exclude}
+    skip = {FILES_MANIFEST, TEACHER_MANIFEST, *exclude}
     h = hashlib.sha256()
     for p in sorted(directory.rglob("*")):
         if p.is_file() and p.name not in skip and not p.name.startswith("."):

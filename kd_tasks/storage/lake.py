@@ -169,11 +169,3 @@ def read_soft_labels(use_case: str, teacher_version: str, day: str, fix: str,
                  f"delete that partition and rerun generate_soft_labels for ds={day}")
     return ids, logits, provenance_of(table)
 
-
-def soft_label_names(use_case: str, teacher_version: str, ds: str, home: Path | None = None) -> list[str]:
-    """The output names a teacher version labelled ``ds`` with."""
-    path = soft_label_path(use_case, teacher_version, ds, home)
-    label_names = read_provenance(path, "soft-label", f"rerun generate_soft_labels for ds={ds}").get("label_names")
-    if not label_names:
-        raise files.IntegrityError(f"{path} records no label names; rerun generate_soft_labels for ds={ds}")
-    return list(label_names)

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import files
-from .files import IntegrityError
+from .files import TEACHER_MANIFEST as MANIFEST, IntegrityError
 
 log = logging.getLogger(__name__)
-MANIFEST = "kd_manifest.json"
 FIX_TEACHER = ("run the kd_teacher_bootstrap DAG (or `python -m kd_tasks.cli bootstrap-teacher`) to create "
                "one, or point teacher_dir at a directory saved with save_pretrained plus kd_manifest.json")
 DEFAULT_FAMILY = "hf_sequence_classifier"  # a manifest without "family" was written by the text teacher
@@ -87,11 +86,6 @@ def publish_teacher(out_dir: str | Path, write: Callable[[Path], dict[str, Any]]
     manifest = files.publish_dir(out_dir, build, swap_fault="teacher_swap")
     log.info("teacher version %s written to %s", manifest["version"], out_dir)
     return manifest
-
-
-def version_of(path: str | Path) -> str:
-    """The content version of the teacher files at ``path`` (not verified against the manifest)."""
-    return files.content_version(path)
 
 
 def _complete_teacher(path: Path) -> bool:

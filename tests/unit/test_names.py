@@ -3,7 +3,7 @@ import pytest
 
 from kd_tasks import names
 from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
-from kd_tasks.nightly import run_dir_for
+from kd_tasks.storage.runs import RunDir
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "", "a\x00b"])
@@ -15,7 +15,7 @@ def test_child_refuses_anything_but_a_plain_name(tmp_path, name):
 @pytest.mark.parametrize("run_id", ["..", "../../etc", ".", "manual__2024-01-01T00:00:00+00:00", "a/../../b"])
 def test_a_run_directory_stays_under_runs(tmp_path, run_id):
     runs = tmp_path / "runs" / "product_category"
-    d = run_dir_for(PRODUCT_CATEGORY, run_id, tmp_path)
+    d = RunDir.create(PRODUCT_CATEGORY.name, run_id, tmp_path).path
     assert d.parent == runs and d.is_dir() and not d.name.startswith(".")
 
 
