@@ -88,7 +88,7 @@ def read_events(dataset: str, folder: Path) -> tuple[list[dict[str, Any]], dict[
 
 
 def _concat(use_case, day_list: list[str], home: Path) -> pa.Table:
-    return pa.concat_tables([pq.read_table(lake.extract_path(use_case.name, d, home)) for d in day_list],
+    return pa.concat_tables([lake.read_extract(use_case.name, d, home=home) for d in day_list],
                             promote_options="permissive")
 
 

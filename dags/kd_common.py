@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from typing import Any, Iterator
 
 from airflow.sdk import Asset, Param, task
@@ -23,6 +24,9 @@ DEFAULT_ARGS = {
     "execution_timeout": dt.timedelta(hours=2),
 }
 HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: create it with 1-2 slots
+# The Celery queue of the teacher's tasks (soft labels, fine-tuning): GPU workers serve only this one.
+# A deployment without such workers serves it from its ordinary workers (airflow celery worker -q default,teacher).
+TEACHER_QUEUE = os.environ.get("KD_TEACHER_QUEUE", "teacher")
 
 
 def ds_param(description: str) -> Param:
@@ -123,21 +127,52 @@ def run_ds(context: dict[str, Any]) -> str:
     raise ValueError("this run has no logical date; trigger it with conf {\"ds\": \"YYYY-MM-DD\"}")
 
 
-def warehouse_uri(context: dict[str, Any]) -> str:
-    """URI of the warehouse: an Airflow connection when ``warehouse_conn_id`` is set, else the default."""
+def warehouse_uri(context: dict[str, Any]) -> Any:
+    """The warehouse of a run: with ``warehouse_conn_id``, the SQLAlchemy engine of that Airflow
+    connection's hook (its provider builds the URL, with the driver, from the connection's fields and
+    extras; secrets stay in Airflow); else ``$KD_WAREHOUSE`` or the embedded SQLite file."""
     conn_id = context["params"].get("warehouse_conn_id")
     if conn_id:
-        from airflow.sdk import Connection
-
-        return Connection.get(conn_id).get_uri()
+        return warehouse_engine(conn_id)
     from kd_tasks.home import default_warehouse_uri
 
     return default_warehouse_uri()
 
 
+# Connection types whose provider is not installed here but whose database SQLAlchemy reaches through
+# a pure-Python driver (the MySQL provider needs mysqlclient, a C build): the URL is built from the
+# connection's fields, exactly as the provider's hook would.
+_DRIVERS_WITHOUT_PROVIDER = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+
+def warehouse_engine(conn_id: str) -> Any:
+    """A SQLAlchemy engine for the Airflow connection ``conn_id``, from its hook
+    (``get_sqlalchemy_engine``)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(names.conn_id(conn_id))
+    try:
+        hook = conn.get_hook()
+    except Exception as exc:  # the provider of this connection type is not installed
+        driver = _DRIVERS_WITHOUT_PROVIDER.get(conn.conn_type or "")
+        if driver is None:
+            raise InputError(f"connection {conn_id!r} (type {conn.conn_type!r}) has no hook here ({exc}); install "
+                             "its Airflow provider (e.g. apache-airflow-providers-postgres)") from None
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import URL
+
+        return create_engine(URL.create(driver, username=conn.login or None, password=conn.password or None,
+                                        host=conn.host or None, port=conn.port or None,
+                                        database=conn.schema or None))
+    if not hasattr(hook, "get_sqlalchemy_engine"):
+        raise InputError(f"connection {conn_id!r} (type {conn.conn_type!r}) is not a SQL database connection")
+    return hook.get_sqlalchemy_engine()
+
+
 def nightly_tasks(use_case: str) -> None:
-    """The nightly chain inside a ``@dag``: extract -> soft labels -> distill -> evaluate -> gate ->
-    promote | record candidate | hold -> report. Every task is a few lines around ``kd_tasks.nightly``;
+    """The nightly chain inside a ``@dag``: extract -> plan soft labels -> label each (day, shard) as a
+    mapped task on the teacher queue -> collect -> distill -> evaluate -> gate -> promote | record
+    candidate | hold -> report. Every task is a few lines around ``kd_tasks.nightly``;
     only the use case's name differs between DAGs (its declaration names the extract task)."""
     soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
 
@@ -161,15 +196,34 @@ def nightly_tasks(use_case: str) -> None:
 
                 raise AirflowSkipException(str(exc)) from exc
 
-    @task(pool=HEAVY_POOL, outlets=[soft_labels_out], execution_timeout=dt.timedelta(hours=4))
-    def generate_soft_labels(extracted: dict, **context) -> dict:
+    @task
+    def plan_soft_labels(extracted: dict, **context) -> list:
         with task_guard():
-            from kd_tasks.nightly import soft_labels
+            from kd_tasks.nightly import plan_soft_labels
 
-            result = soft_labels(resolved(context), run_ds(context), context["run_id"])
+            return plan_soft_labels(resolved(context), run_ds(context), context["run_id"])
+
+    @task(queue=TEACHER_QUEUE, pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4),
+          map_index_template="{{ shard_label }}")
+    def generate_soft_labels(piece: dict, **context) -> dict:
+        from airflow.sdk import get_current_context
+
+        get_current_context()["shard_label"] = f"ds={piece['day']} shard {piece['shard']}"  # the UI's map index
+        with task_guard():
+            from kd_tasks.nightly import label_shard
+
+            return label_shard(resolved(context), piece)
+
+    @task(outlets=[soft_labels_out])
+    def collect_soft_labels(pieces: list, results: list, **context) -> dict:
+        with task_guard():
+            from kd_tasks.nightly import collect_soft_labels
+
+            result = collect_soft_labels(pieces[0]["run_dir"], list(results))
             context["outlet_events"][soft_labels_out].extra = {
-                "ds": run_ds(context), "teacher_version": result["teacher_version"], "labelled": result["labelled"]}
-            return result
+                "ds": run_ds(context), "teacher_version": result["teacher_version"],
+                "labelling": result["labelling"], "labelled": result["labelled"]}
+            return {k: v for k, v in result.items() if k != "runs"}
 
     @task(pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=4))
     def distill_student(labelled: dict, **context) -> dict:
@@ -228,7 +282,8 @@ def nightly_tasks(use_case: str) -> None:
 
             return write_report(resolved(context), run_ds(context), context["run_id"], evaluated["run_dir"])
 
-    distilled = distill_student(generate_soft_labels(extract_rows()))
+    pieces = plan_soft_labels(extract_rows())
+    distilled = distill_student(collect_soft_labels(pieces, generate_soft_labels.expand(piece=pieces)))
     evaluated = evaluate_student(distilled)
     outcomes = [promote_student(evaluated), record_candidate(evaluated), hold_student(evaluated)]
     gate_student(evaluated) >> outcomes >> write_report(evaluated)

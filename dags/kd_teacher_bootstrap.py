@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from kd_common import DEFAULT_ARGS, ds_param, task_guard, run_ds, warehouse_uri
+from kd_common import DEFAULT_ARGS, HEAVY_POOL, TEACHER_QUEUE, ds_param, task_guard, run_ds, warehouse_uri
 from kd_tasks.config import TeacherTrainConfig, override_schemas
 from kd_tasks.use_cases import USE_CASES
 
@@ -50,7 +50,7 @@ SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", 
     doc_md=__doc__,
 )
 def kd_teacher_bootstrap():
-    @task(execution_timeout=dt.timedelta(hours=6))
+    @task(queue=TEACHER_QUEUE, pool=HEAVY_POOL, execution_timeout=dt.timedelta(hours=6))
     def bootstrap_teacher(**context) -> dict:
         from kd_tasks.nightly import bootstrap, resolve_use_case
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, Mapping, TypeVar
 from .home import kd_home
 from .losses import LOSS_TERMS
 from .models import family
+from .models.runtime import DEVICE_PATTERN, DTYPES
 from .names import ConfigError
 from .tasks import QUALITY_METRICS, get_task
 
@@ -107,6 +109,31 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """How the teacher runs when it writes soft labels (``kd_tasks.models.runtime``)."""
+
+    label_device: str = field(default="auto", metadata=param(
+        "Where the teacher labels: auto (CUDA when the worker has a GPU, else the CPU), cpu, cuda or cuda:N.",
+        pattern=DEVICE_PATTERN))
+    label_dtype: str = field(default="fp32", metadata=param(
+        "Teacher dtype when labelling: fp32, bf16 or fp16 (fp16 on CUDA only). Part of the labelling's "
+        "identity: labels of two dtypes are never mixed in one training window.", enum=sorted(DTYPES)))
+    label_batch_size: int = field(default=0, metadata=param(
+        "Rows per teacher forward pass; 0 = by device (64 on CPU, 512 on CUDA, halved on out-of-memory).",
+        minimum=0))
+    label_threads: int = field(default=0, metadata=param(
+        "CPU threads of the teacher (torch); 0 = every core the worker process may use.", minimum=0))
+
+    def __post_init__(self):
+        if not isinstance(self.label_device, str) or not re.fullmatch(DEVICE_PATTERN, self.label_device):
+            raise ConfigError(f"label_device {self.label_device!r} is not valid; use auto, cpu, cuda or cuda:N")
+        if self.label_dtype not in DTYPES:
+            raise ConfigError(f"label_dtype {self.label_dtype!r} is unknown; use one of {sorted(DTYPES)}")
+        if self.label_batch_size < 0 or self.label_threads < 0:
+            raise ConfigError(f"label_batch_size and label_threads must be >= 0 (0 = automatic), got {self}")
+
+
+@dataclass(frozen=True)
 class TeacherTrainConfig:
     epochs: int = field(default=5, metadata=param("Training epochs.", minimum=1, maximum=50))
     learning_rate: float = field(default=1e-4, metadata=param(
@@ -149,9 +176,13 @@ class UseCase:
     extract_lookback_days: int = field(default=1, metadata=param(
         "Extract window: rows of ds-extract_lookback_days+1 .. ds (raise it on a first run to pull history "
         "into one partition).", minimum=1, maximum=366))
+    shard_rows: int = field(default=100_000, metadata=param(
+        "Rows per shard of an extract partition: the unit of soft labelling, of its retries and of its "
+        "spread over workers.", minimum=1))
     distill: DistillConfig = field(default_factory=DistillConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+    labelling: LabelConfig = field(default_factory=LabelConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "input_columns", tuple(self.input_columns))
@@ -160,6 +191,8 @@ class UseCase:
             raise ConfigError(f"holdout_percent must be in (0, 100), got {self.holdout_percent}")
         if self.extract_lookback_days < 1:
             raise ConfigError(f"extract_lookback_days must be >= 1, got {self.extract_lookback_days}")
+        if self.shard_rows < 1:
+            raise ConfigError(f"shard_rows must be >= 1, got {self.shard_rows}")
         if self.teacher_lookback_days < 0:
             raise ConfigError(f"teacher_lookback_days must be >= 0 (0 = all history), got {self.teacher_lookback_days}")
         task = get_task(self.task)
@@ -205,15 +238,16 @@ class UseCase:
     def resolved_teacher_dir(self) -> Path:
         return Path(self.teacher_dir) if self.teacher_dir else kd_home() / "teachers" / self.name
 
-    def with_overrides(self, distill: Mapping[str, Any] | None = None,
-                       gate: Mapping[str, Any] | None = None, **top: Any) -> "UseCase":
-        """A copy with some distillation / gate / top-level values replaced (all validated)."""
+    def with_overrides(self, distill: Mapping[str, Any] | None = None, gate: Mapping[str, Any] | None = None,
+                       labelling: Mapping[str, Any] | None = None, **top: Any) -> "UseCase":
+        """A copy with some distillation / gate / labelling / top-level values replaced (all validated)."""
         current = dataclasses.asdict(self.distill)
         if "task" in top and "loss_terms" not in (distill or {}):
             current["loss_terms"] = None  # the resolved default was the old task's: take the new task's
         new_distill = from_dict(DistillConfig, {**current, **(distill or {})})
         new_gate = from_dict(GateConfig, {**dataclasses.asdict(self.gate), **(gate or {})})
-        known = {f.name for f in dataclasses.fields(self)} - {"distill", "gate", "teacher_train"}
+        new_labelling = from_dict(LabelConfig, {**dataclasses.asdict(self.labelling), **(labelling or {})})
+        known = {f.name for f in dataclasses.fields(self)} - {"distill", "gate", "teacher_train", "labelling"}
         unknown = sorted(set(top) - known)
         if unknown:
             raise ConfigError(f"UseCase got unknown key(s) {unknown}; known keys are {sorted(known)}")
@@ -227,7 +261,7 @@ class UseCase:
                     raise ConfigError(f"extract param {key}={value!r} must be a {type(declared).__name__} >= 1 "
                                       f"(declared default {declared!r})")
             top["extract_params"] = {**self.extract_params, **top["extract_params"]}
-        return dataclasses.replace(self, distill=new_distill, gate=new_gate, **top)
+        return dataclasses.replace(self, distill=new_distill, gate=new_gate, labelling=new_labelling, **top)
 
 
 def param_fields(cls: type) -> dict[str, dict[str, Any]]:
@@ -255,7 +289,7 @@ def param_schemas(use_case: UseCase) -> dict[str, dict[str, Any]]:
     for name, value in use_case.extract_params.items():
         out[name] = {"default": value, "type": "integer" if isinstance(value, int) else "number", "minimum": 1,
                      "description": f"Bound into sql/{use_case.extract_sql} as :{name} (see the README)."}
-    for owner, cls in ((use_case, UseCase), (use_case.distill, DistillConfig)):
+    for owner, cls in ((use_case, UseCase), (use_case.distill, DistillConfig), (use_case.labelling, LabelConfig)):
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         for name, meta in param_fields(cls).items():
             out[name] = {"default": getattr(owner, name), "type": _JSON_TYPES[str(types[name])], **meta}

@@ -10,6 +10,9 @@ from pathlib import Path
 
 # A model or teacher version is a content hash: 12 lower-case hex digits (``teacher.content_version``).
 VERSION_PATTERN = r"^[0-9a-f]{12}$"
+CONN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
+# A labelling: the teacher version, plus how it ran where that changes the numbers (fp32 adds nothing).
+LABELLING_PATTERN = r"^[0-9a-f]{12}(-(bf16|fp16|int8))?$"
 # A use case name is a lower-case identifier (and must be declared in config.USE_CASES to be run).
 USE_CASE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 # A partition date: YYYY-MM-DD with a month 01-12 and a day 01-31 (the calendar is checked by parse_ds).
@@ -32,6 +35,15 @@ def _check(value: object, pattern: str, what: str, example: str) -> str:
 
 def version(value: object, what: str = "version") -> str:
     return _check(value, VERSION_PATTERN, what, "3f2a9c01b7de")
+
+
+def conn_id(value: object) -> str:
+    """An Airflow connection id (letters, digits, ``_ . -``)."""
+    return _check(value, CONN_ID_PATTERN, "connection id", "warehouse_pg")
+
+
+def labelling(value: object) -> str:
+    return _check(value, LABELLING_PATTERN, "labelling", "3f2a9c01b7de or 3f2a9c01b7de-bf16")
 
 
 def use_case_name(value: object) -> str:

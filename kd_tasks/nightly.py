@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any, Mapping
 
 from . import warehouse
-from .config import DistillConfig, UseCase, param_fields
+from .config import DistillConfig, LabelConfig, UseCase, param_fields
 from .storage import registry
 from .storage.runs import RunDir
 from .use_cases import get_use_case
@@ -27,13 +27,14 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
     extract params given apart (the bootstrap DAG), where an unknown name is an error."""
     params = dict(params or {})
     distill = {k: params[k] for k in param_fields(DistillConfig) if params.get(k) is not None}
+    labelling = {k: params[k] for k in param_fields(LabelConfig) if params.get(k) is not None}
     top: dict[str, Any] = {k: params[k] for k in param_fields(UseCase) if params.get(k) is not None}
     declared = get_use_case(name)
     sql = {k: params[k] for k in declared.extract_params if params.get(k) is not None}
     sql.update(sql_params or {})
     if sql:
         top["extract_params"] = sql
-    return declared.with_overrides(distill=distill, **top)
+    return declared.with_overrides(distill=distill, labelling=labelling, **top)
 
 
 def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | None = None,
@@ -50,11 +51,41 @@ def extract(use_case: UseCase, ds: str, warehouse_uri: str) -> dict[str, Any]:
 
 
 def soft_labels(use_case: UseCase, ds: str, run_id: str) -> dict[str, Any]:
-    """Label the window; record what was labelled in the run directory. Returns it with ``run_dir``."""
+    """Label the window in this process, shard after shard; record what was labelled in the run
+    directory. Returns it with ``run_dir``. (The DAG runs ``plan_soft_labels``, ``label_shard`` per
+    shard as mapped tasks, then ``collect_soft_labels``.)"""
     from .stages.soft_labels import generate_soft_labels
 
     run = RunDir.create(use_case.name, run_id)
     result = generate_soft_labels(use_case, ds)
+    run.write("soft_labels", result)
+    return {**result, "run_dir": str(run)}
+
+
+def plan_soft_labels(use_case: UseCase, ds: str, run_id: str) -> list[dict[str, Any]]:
+    """Plan the night's labelling (recorded in the run directory): one piece per (day, shard) of the
+    window, each naming the labelling and the run directory, for the mapped soft-label tasks."""
+    from .stages.soft_labels import plan_shards
+
+    run = RunDir.create(use_case.name, run_id)
+    plan = plan_shards(use_case, ds)
+    run.write("soft_label_plan", plan)
+    return [{**piece, "labelling": plan["labelling"], "run_dir": str(run)} for piece in plan["shards"]]
+
+
+def label_shard(use_case: UseCase, piece: Mapping[str, Any]) -> dict[str, Any]:
+    """Label one planned piece (one mapped task)."""
+    from .stages.soft_labels import label_shard as label
+
+    return label(use_case, piece["day"], piece["shard"], piece["labelling"])
+
+
+def collect_soft_labels(run_dir: str, results: Any) -> dict[str, Any]:
+    """Check the shards' results against the run's plan; record the soft-label fact in the run directory."""
+    from .stages.soft_labels import collect
+
+    run = RunDir(run_dir)
+    result = collect(run.read("soft_label_plan"), results)
     run.write("soft_labels", result)
     return {**result, "run_dir": str(run)}
 
@@ -65,7 +96,9 @@ def distill(use_case: UseCase, ds: str, run_dir: str) -> dict[str, Any]:
     from .stages.distill import distill_student
 
     run = RunDir(run_dir)
-    fact = distill_student(use_case, ds, run.read("soft_labels")["teacher_version"], run)
+    labelled = run.read("soft_labels")
+    fact = distill_student(use_case, ds, labelled["teacher_version"], run,
+                           labelling=labelled.get("labelling", labelled["teacher_version"]))
     return {"run_dir": str(run), "teacher_version": fact["teacher_version"],
             "student_version": fact["models"]["student"]["version"], "warm_started_from": fact["warm_started_from"],
             "champion_version": fact["champion_version"], "train_rows": fact["train_rows"],
@@ -104,7 +137,8 @@ def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, **action_a
     for name, model in distilled["models"].items():
         registry.check_model_dir(run.model_dir(name), model["version"])
     report = evaluate_student(use_case, ds, distilled["teacher_version"], run,
-                              champion_version=distilled.get("champion_version"))
+                              champion_version=distilled.get("champion_version"),
+                              labelling=distilled.get("labelling"))
     decision = gate.decide(report, use_case.gate, dry_run=dry_run)
     for c in decision["checks"]:
         log.info("gate %-20s %s value=%s threshold=%s (%s)", c["name"], "PASS" if c["passed"] else "FAIL",

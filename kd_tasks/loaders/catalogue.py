@@ -1,6 +1,11 @@
 """Product catalogues into the warehouse's ``products`` table: a user's CSV / Parquet file, the
 Fashion Product Images data set, or rows from the synthetic generator. Every row is loaded or the
 whole file is refused, with the offending rows named.
+
+Files are read and loaded in batches (``LOAD_BATCH_ROWS``): each batch goes into a staging table with
+plain batched inserts and is merged into ``products`` by one statement, all in one transaction, so a
+refused file leaves the table as it was and memory stays bounded (the ids seen are kept, to name a
+repeated one).
 """
 from __future__ import annotations
 
@@ -10,37 +15,51 @@ import gzip
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..names import InputError
-from ..warehouse import connect, execute, execute_many, query_table
+from ..warehouse import Warehouse, connect, execute, execute_many, query_table
+
+LOAD_BATCH_ROWS = 10_000
 
 
-def create_tables(uri: str) -> None:
+def create_tables(uri: Warehouse) -> None:
     with connect(uri) as conn:
-        execute(conn, uri, "warehouse/create_products.sql")
+        execute(conn, "warehouse/create_products.sql")
 
 
-def _read_rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
-    """Rows of a CSV (optionally .gz) or Parquet file as dicts."""
+def batched(rows: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_rows(path: Path, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
+    """Rows of a CSV (optionally .gz) or Parquet file as dicts, read as they are consumed."""
     name = path.name.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=LOAD_BATCH_ROWS):
+            yield from batch.to_pylist()
+        return
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
         opener = gzip.open if name.endswith(".gz") else open
-        rows: list[dict[str, Any]] = []
         with opener(path, "rt", newline="", encoding=encoding) as fh:
             reader = csv.DictReader(fh, delimiter="\t" if ".tsv" in name else ",")
             try:
-                rows.extend(reader)
+                yield from reader
             except UnicodeDecodeError as exc:
                 line = _first_undecodable_line(path, opener, encoding)
                 raise InputError(
                     f"{path}: data row {line - 1} (line {line}) is not valid {encoding} ({exc.reason}); pass "
                     "the file's encoding, e.g. --encoding latin-1 or --encoding cp1252") from None
-        return rows
+        return
     raise InputError(f"{path}: unsupported file type; give a .csv, .csv.gz, .tsv or .parquet file")
 
 
@@ -92,31 +111,37 @@ def _refuse(source: str, problem: str, bad: list[tuple[int, Any]], fix: str) -> 
     raise InputError(f"{source}: {len(bad)} row(s) {problem} ({shown}{more}); nothing was loaded. {fix}")
 
 
-def catalogue_rows(records: Sequence[Mapping[str, Any]], *, source: str, text_column: str,
-                   label_column: str, id_column: str | None = None, date_column: str | None = None,
-                   end_date: str = "2024-01-31", days: int = 30) -> list[dict[str, Any]]:
-    """Map a user's catalogue records onto the warehouse ``products`` rows.
+def catalogue_rows(records: Iterable[Mapping[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+    """``iter_catalogue_rows`` as a list."""
+    return list(iter_catalogue_rows(records, **kwargs))
+
+
+def iter_catalogue_rows(records: Iterable[Mapping[str, Any]], *, source: str, text_column: str,
+                        label_column: str, id_column: str | None = None, date_column: str | None = None,
+                        end_date: str = "2024-01-31", days: int = 30) -> Iterator[dict[str, Any]]:
+    """Map a user's catalogue records onto the warehouse ``products`` rows, as they are read.
 
     Rows with an empty title are dropped (there is nothing to classify; ``skipped_titles`` counts
     them); rows with an empty category are kept with ``category = NULL`` (unlabelled rows still get
     soft labels). Every row is loaded or the whole file is refused: an empty or repeated id, or a
     date that is not ISO ``YYYY-MM-DD[THH:MM:SS]``, names its first offending rows (data rows,
-    counted from 1).
+    counted from 1). The errors are raised after the last record: a loader that consumed the rows in
+    one transaction rolls it back.
     """
-    if not records:
-        raise InputError(f"{source}: the file has no rows")
-    columns = list(records[0].keys())
-    for role, col in (("title", text_column), ("label", label_column), ("id", id_column),
-                      ("date", date_column)):
-        if col is not None and col not in columns:
-            raise InputError(
-                f"{source}: the {role} column {col!r} is not in the file; its columns are {columns}. "
-                f"Pass the right name with {OPTION[role]}"
-            )
     seen: dict[str, int] = {}
     first_row: dict[str, int] = {}
-    out, empty_ids, repeated, bad_dates = [], [], [], []
+    empty_ids, repeated, bad_dates = [], [], []
+    n = 0
     for n, rec in enumerate(records, 1):
+        if n == 1:
+            columns = list(rec.keys())
+            for role, col in (("title", text_column), ("label", label_column), ("id", id_column),
+                              ("date", date_column)):
+                if col is not None and col not in columns:
+                    raise InputError(
+                        f"{source}: the {role} column {col!r} is not in the file; its columns are {columns}. "
+                        f"Pass the right name with {OPTION[role]}"
+                    )
         title = (rec.get(text_column) or "").strip() if rec.get(text_column) is not None else ""
         if not title:
             continue
@@ -141,8 +166,9 @@ def catalogue_rows(records: Sequence[Mapping[str, Any]], *, source: str, text_co
                 continue
         else:
             listed_on = listing_date(row_id, end_date, days)
-        out.append({"product_id": row_id, "title": title, "category": label,
-                    "listed_on": listed_on, "source": source})
+        yield {"product_id": row_id, "title": title, "category": label, "listed_on": listed_on, "source": source}
+    if n == 0:
+        raise InputError(f"{source}: the file has no rows")
     if empty_ids:
         _refuse(source, f"have an empty {id_column!r}", empty_ids,
                 "fill the ids, or leave out --id-column to derive ids from the titles")
@@ -152,38 +178,49 @@ def catalogue_rows(records: Sequence[Mapping[str, Any]], *, source: str, text_co
     if bad_dates:
         _refuse(source, f"have a {date_column!r} that is not an ISO date YYYY-MM-DD", bad_dates,
                 "convert the column to YYYY-MM-DD (or YYYY-MM-DDTHH:MM:SS)")
-    return out
 
 
-def load_products(uri: str, rows: Sequence[Mapping[str, Any]], replace: bool = False,
-                  clear_labels: bool = False) -> int:
-    """Upsert ``rows`` into ``products`` (optionally emptying it first); returns the row count.
+def load_products(uri: Warehouse, rows: Iterable[Mapping[str, Any]], replace: bool = False,
+                  clear_labels: bool = False, batch_rows: int = LOAD_BATCH_ROWS) -> int:
+    """Upsert ``rows`` (any iterable: they are consumed in batches) into ``products``, optionally
+    emptying it first, in one transaction; returns the row count.
 
     A reload never erases a gold label: a row whose category is empty keeps the category already
     stored, unless ``clear_labels``."""
-    ids = [r["product_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise InputError("rows to load repeat a product_id; ids must be unique")
     create_tables(uri)
-    flag = 1 if clear_labels else 0
+    seen: set[str] = set()
+    loaded = 0
     with connect(uri) as conn:
+        execute(conn, "warehouse/create_products_staging.sql")
+        execute(conn, "warehouse/clear_products_staging.sql")
         if replace:
-            execute(conn, uri, "warehouse/delete_products.sql")
-        execute_many(conn, uri, "warehouse/upsert_product.sql", [{**r, "clear_labels": flag} for r in rows])
-    return len(rows)
+            execute(conn, "warehouse/delete_products.sql")
+        for batch in batched(rows, batch_rows):
+            ids = {r["product_id"] for r in batch}
+            if len(ids) != len(batch) or not seen.isdisjoint(ids):
+                raise InputError("rows to load repeat a product_id; ids must be unique")
+            seen |= ids
+            execute_many(conn, "warehouse/insert_product_staging.sql",
+                         [{k: r[k] for k in ("product_id", "title", "category", "listed_on", "source")}
+                          for r in batch])
+            execute(conn, "warehouse/merge_products.sql", {"clear_labels": 1 if clear_labels else 0})
+            execute(conn, "warehouse/clear_products_staging.sql")
+            loaded += len(batch)
+    return loaded
 
 
-def count_products(uri: str) -> dict[str, int]:
+def count_products(uri: Warehouse) -> dict[str, int]:
     """Rows and gold-labelled rows of the ``products`` table."""
     table = query_table(uri, "warehouse/count_products.sql", {})
     return {"rows": int(table.column("n_rows")[0].as_py()), "labelled": int(table.column("n_labelled")[0].as_py() or 0)}
 
 
-def load_catalogue_file(uri: str, path: str | Path, encoding: str = "utf-8", **kwargs: Any) -> int:
+def load_catalogue_file(uri: Warehouse, path: str | Path, encoding: str = "utf-8", **kwargs: Any) -> int:
+    """Load a catalogue file in batches; a file with bad rows is refused whole (nothing loaded)."""
     path = Path(path)
     replace = kwargs.pop("replace", False)
     clear_labels = kwargs.pop("clear_labels", False)
-    rows = catalogue_rows(_read_rows(path, encoding), source=path.name, **kwargs)
+    rows = iter_catalogue_rows(_read_rows(path, encoding), source=path.name, **kwargs)
     return load_products(uri, rows, replace=replace, clear_labels=clear_labels)
 
 
@@ -194,7 +231,7 @@ def read_fashion_styles(folder: str | Path) -> list[dict[str, Any]]:
     for p in (styles, titles):
         if not p.exists():
             raise FileNotFoundError(f"{p} is missing; point --folder at the fashion_product_styles data set")
-    a, b = _read_rows(styles), _read_rows(titles)
+    a, b = list(_read_rows(styles)), list(_read_rows(titles))
     if len(a) != len(b):
         raise ValueError(f"{folder}: styles has {len(a)} rows but titles has {len(b)}; the files must be row-aligned")
     return [{**x, **y} for x, y in zip(a, b)]

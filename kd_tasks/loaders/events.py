@@ -13,7 +13,7 @@ import gzip
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from .. import warehouse
 from ..storage.lake import day_index
@@ -101,24 +101,34 @@ def read_online_retail(path: str | Path) -> tuple[list[dict[str, Any]], dict[str
             dropped)
 
 
-def load_events(uri: str, rows: Sequence[Mapping[str, Any]], replace: bool = False) -> dict[str, Any]:
-    """Write events into the warehouse. Days present in ``rows`` are replaced, so a reload is idempotent."""
-    if not rows:
-        raise ValueError("no events to load: the file had no usable rows (see the dropped counts)")
-    days = [r["day_index"] for r in rows]
+def load_events(uri: warehouse.Warehouse, rows: Iterable[Mapping[str, Any]], replace: bool = False,
+                batch_rows: int = 10_000) -> dict[str, Any]:
+    """Write events (any iterable: consumed in batches, in one transaction) into the warehouse. The
+    days present in ``rows`` are replaced, each before its first batch, so a reload is idempotent."""
+    from .catalogue import batched
+
+    cleared: set[int] = set()
+    dates: set[str] = set()
+    n = 0
     with warehouse.connect(uri) as conn:
-        warehouse.execute(conn, uri, "warehouse/create_events.sql")
-        warehouse.execute(conn, uri, "warehouse/create_events_index.sql")
+        warehouse.execute(conn, "warehouse/create_events.sql")
+        warehouse.execute(conn, "warehouse/create_events_index.sql")
         if replace:
-            warehouse.execute(conn, uri, "warehouse/delete_events.sql")
-        else:
-            warehouse.execute(conn, uri, "warehouse/delete_events_in_range.sql",
-                              {"first_day": min(days), "last_day": max(days)})
-        warehouse.execute_many(conn, uri, "warehouse/insert_event.sql", rows)
-    dates = sorted({r["event_date"] for r in rows})
-    log.info("loaded %d events over %d days (%s..%s) into %s", len(rows), len(dates), dates[0], dates[-1],
+            warehouse.execute(conn, "warehouse/delete_events.sql")
+        for batch in batched(rows, batch_rows):
+            for day in sorted({r["day_index"] for r in batch} - cleared):
+                if not replace:
+                    warehouse.execute(conn, "warehouse/delete_events_in_range.sql", {"first_day": day, "last_day": day})
+                cleared.add(day)
+            warehouse.execute_many(conn, "warehouse/insert_event.sql", batch)
+            dates.update(r["event_date"] for r in batch)
+            n += len(batch)
+        if not n:
+            raise ValueError("no events to load: the file had no usable rows (see the dropped counts)")
+    dates_sorted = sorted(dates)
+    log.info("loaded %d events over %d days (%s..%s) into %s", n, len(dates), dates_sorted[0], dates_sorted[-1],
              warehouse.redact(uri))
-    return {"events": len(rows), "days": len(dates), "first_day": dates[0], "last_day": dates[-1]}
+    return {"events": n, "days": len(dates), "first_day": dates_sorted[0], "last_day": dates_sorted[-1]}
 
 
 def select_days(rows: Iterable[Mapping[str, Any]], first_day: str | None = None,

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..storage.teachers import FIX_TEACHER, TeacherError
 from .training import fit
@@ -44,18 +44,55 @@ class HFTeacher:
     tokenizer: Any
     max_length: int
 
-    def logits(self, texts: Sequence[str], batch_size: int = 64) -> "Any":
-        """Raw logits, float32 array of shape (len(texts), n_labels), from batched inference."""
+    device: str = "cpu"
+
+    def prepare(self, device: str = "cpu", dtype: str = "fp32") -> "HFTeacher":
+        """Move the model to ``device`` in ``dtype`` (``kd_tasks.models.runtime``) for inference."""
+        from .runtime import torch_dtype
+
+        self.model = self.model.to(device=device, dtype=torch_dtype(dtype)).eval()
+        self.device = device
+        return self
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64,
+               progress: "Callable[[int], None] | None" = None) -> "Any":
+        """Raw logits, float32 array of shape (len(texts), n_labels).
+
+        The texts are tokenised once (the fast tokenizer, in one call) and run longest first in
+        batches of similar length, so little of a batch is padding; rows come back in input order.
+        """
         import numpy as np
         import torch
 
-        out = []
+        from .runtime import on_each_batch
+
+        n = len(texts)
+        out = np.zeros((n, len(self.label_names)), np.float32)
+        if not n:
+            return out
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), np.int64, n)
+        order = np.argsort(-lengths, kind="stable")
+        pad = self.tokenizer.pad_token_id or 0
+
+        def run(start: int, stop: int) -> None:
+            rows = order[start:stop]
+            width = int(lengths[rows[0]])
+            input_ids = np.full((len(rows), width), pad, np.int64)
+            mask = np.zeros((len(rows), width), np.int64)
+            for j, i in enumerate(rows):
+                input_ids[j, :lengths[i]] = ids[i]
+                mask[j, :lengths[i]] = 1
+            batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
+                     "attention_mask": torch.from_numpy(mask).to(self.device)}
+            out[rows] = self.model(**batch).logits.float().cpu().numpy()
+            if progress is not None:
+                progress(stop)
+
         with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                out.append(self.model(**enc).logits.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+            on_each_batch(n, batch_size, run, self.device)
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,12 +60,24 @@ class TabularNet(nn.Module):
         return self.mlp(self.scale(x))
 
 
-def mlp_logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def mlp_logits(net: nn.Module, x: np.ndarray, batch_size: int = 8192, device: str = "cpu",
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Raw logits (n, 1) of ``net`` on the rows of ``x``, batched, on ``device``."""
+    from .runtime import on_each_batch
+
     net.eval()
+    dtype = next(net.parameters()).dtype
+    out = np.zeros((len(x), 1), np.float32)
+
+    def run(start: int, stop: int) -> None:
+        batch = torch.from_numpy(np.ascontiguousarray(x[start:stop], dtype=np.float32))
+        out[start:stop] = net(batch.to(device=device, dtype=dtype)).float().cpu().numpy()
+        if progress is not None:
+            progress(stop)
+
     with torch.inference_mode():
-        out = [net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))).numpy()
-               for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        on_each_batch(len(x), batch_size, run, device)
+    return out
 
 
 class TabularStudent(SavedStudent):
@@ -136,9 +148,20 @@ class TabularTeacher:
         self.net.load_state_dict(load_file(path / TEACHER_WEIGHTS))
         self.net.eval()
 
-    def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    device = "cpu"
+
+    def prepare(self, device: str = "cpu", dtype: str = "fp32") -> "TabularTeacher":
+        """Move the network to ``device`` in ``dtype`` for inference."""
+        from .runtime import torch_dtype
+
+        self.net = self.net.to(device=device, dtype=torch_dtype(dtype)).eval()
+        self.device = device
+        return self
+
+    def logits(self, inputs: np.ndarray, batch_size: int = 8192,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
         return mlp_logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),
-                       batch_size)
+                          batch_size, self.device, progress)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

@@ -56,11 +56,13 @@ def train_student(window: Window, config: DistillConfig, init: Any = None, log_p
 
 
 def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDir,
-                    home: Path | None = None) -> dict[str, Any]:
-    """Train the KD student and the no-KD baseline on the window ending at ``ds``; save both in the run
-    directory and record what they were trained on in its ``distill`` fact (returned)."""
+                    home: Path | None = None, labelling: str | None = None) -> dict[str, Any]:
+    """Train the KD student and the no-KD baseline on the window ending at ``ds`` with the soft labels
+    of ``labelling`` (default: the teacher version, run in fp32); save both in the run directory and
+    record what they were trained on in its ``distill`` fact (returned)."""
     cfg = use_case.distill
-    window = load_window(use_case, ds, teacher_version, cfg.lookback_days, home)
+    labelling = labelling or teacher_version
+    window = load_window(use_case, ds, labelling, cfg.lookback_days, home)
     train = window.subset(~window.holdout)
     gold_index = train.gold_index()
     n_gold = int((gold_index != NO_LABEL).sum())
@@ -102,7 +104,7 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDi
     for name, model in (("student", student), ("baseline", baseline)):
         d = model.save(run.model_dir(name))
         models[name] = {"dir": str(d), "version": files.content_version(d)}
-    fact = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version,
+    fact = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version, "labelling": labelling,
             "distill": asdict(cfg), "window": window.days, "warm_started_from": warm_from,
             "champion_version": champion_version, "models": models,
             "train_rows": len(train.ids), "gold_rows": n_gold, "empty_input_rows": empty,

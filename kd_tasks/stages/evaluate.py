@@ -53,14 +53,14 @@ def latency_profile(predict: Callable[[Any], Any], texts: Any,
 
 def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDir,
                      champion_version: str | None = None, home: Path | None = None,
-                     measure_latency: bool = True) -> dict[str, Any]:
+                     measure_latency: bool = True, labelling: str | None = None) -> dict[str, Any]:
     """Write the run's ``evaluation`` fact and return it.
 
     ``champion_version`` is the production version read when the run started; passing it keeps
     evaluation and the later compare-and-swap promotion about the same champion.
     """
     task = get_task(use_case.task)
-    window = load_window(use_case, ds, teacher_version, use_case.distill.lookback_days, home,
+    window = load_window(use_case, ds, labelling or teacher_version, use_case.distill.lookback_days, home,
                          with_teacher_inputs=measure_latency)
     held = window.subset(window.holdout & np.array([g is not None for g in window.gold], dtype=bool))
     log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(held.ids),

@@ -32,10 +32,9 @@ def held_out_texts(use_case: UseCase, days: list[str], home: Path | None = None)
     """Titles of the held-out rows in the extract partitions of ``days`` (the model's data window)."""
     texts = []
     for day in days:
-        path = lake.extract_path(use_case.name, day, home)
-        if path.exists():
-            t = lake.read_partition(path, "extract", lake.extract_fix(use_case.name, day, home),
-                                    columns=list(dict.fromkeys([use_case.holdout_column, use_case.text_column])))
+        if lake.extract_dir(use_case.name, day, home).exists():
+            t = lake.read_extract(use_case.name, day, list(dict.fromkeys([use_case.holdout_column,
+                                                                          use_case.text_column])), home)
             keys, column = t.column(use_case.holdout_column).to_pylist(), t.column(use_case.text_column).to_pylist()
             for key, text in zip(keys, column):
                 if is_holdout(key, use_case.holdout_percent):

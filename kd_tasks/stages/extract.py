@@ -1,11 +1,15 @@
-"""Stage 1: run the use case's extraction SQL for one ds and write the extract partition."""
+"""Stage 1: run the use case's extraction SQL for one ds and write the extract partition, streamed
+from the warehouse into shards of at most ``shard_rows`` rows (memory is bounded by a shard, whatever
+the window's size)."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import warehouse
@@ -32,42 +36,87 @@ def sql_params(use_case: UseCase, start_ds: str, end_ds: str) -> dict[str, Any]:
             "end_day": lake.day_index(end_ds), **use_case.extract_params}
 
 
-def extract_partition(use_case: UseCase, ds: str, warehouse_uri: str,
-                      home: Path | None = None) -> dict[str, Any]:
-    """Query the window ending at ``ds`` and write ``lake/<use_case>/extract/ds=<ds>``.
+def _regroup(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Streamed batches regrouped into tables of exactly ``rows`` rows (the last one fewer)."""
+    pending: list[pa.Table] = []
+    size = 0
+    for table in tables:
+        while table.num_rows:
+            take = min(rows - size, table.num_rows)
+            pending.append(table.slice(0, take))
+            size += take
+            table = table.slice(take)
+            if size == rows:
+                yield warehouse.concat(pending)
+                pending, size = [], 0
+    if size:
+        yield warehouse.concat(pending)
 
-    Returns ``{"path", "rows", "labelled", "window"}``. Raises ``EmptyPartitionError`` (and writes
-    nothing) when the window is empty, so no empty partition or empty model can follow from it.
+
+def extract_partition(use_case: UseCase, ds: str, warehouse_uri: warehouse.Warehouse,
+                      home: Path | None = None) -> dict[str, Any]:
+    """Query the window ending at ``ds`` and write ``lake/<use_case>/extract/ds=<ds>`` as shards.
+
+    Returns ``{"path", "rows", "labelled", "shards", "window"}``. Raises ``EmptyPartitionError`` (and
+    writes nothing) when the window is empty, so no empty partition or empty model can follow from it.
+    Rows keep the query's order within the partition (the training window sorts ids by byte order,
+    whatever the database's collation).
     """
     start_ds, end_ds = extract_window(use_case, ds)
-    table = warehouse.query_table(warehouse_uri, use_case.extract_sql, sql_params(use_case, start_ds, end_ds))
+    dialect = warehouse.dialect_of(warehouse_uri)
+    shown = warehouse.redact(warehouse_uri)
+    batches = warehouse.stream_tables(warehouse_uri, use_case.extract_sql, sql_params(use_case, start_ds, end_ds),
+                                      batch_rows=min(use_case.shard_rows, warehouse.STREAM_BATCH_ROWS))
+    first = next(batches)
     required = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.teacher_columns]))
-    missing = [c for c in required if c not in table.column_names]
+    missing = [c for c in required if c not in first.column_names]
     if missing:
+        batches.close()
         raise ValueError(
-            f"sql/{use_case.extract_sql} returned columns {table.column_names} but use case "
+            f"sql/{use_case.extract_sql} returned columns {first.column_names} but use case "
             f"{use_case.name!r} needs {missing}; fix the query or the use case's column names"
         )
-    if table.num_rows == 0:
+    if first.num_rows == 0:
         raise EmptyPartitionError(
-            f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({warehouse.redact(warehouse_uri)}); "
-            "check that the warehouse was loaded for these dates, or set on_empty='skip' to skip such days"
-        )
-    table = table.sort_by(use_case.id_column)  # byte order: identical whatever the database's collation
-    ids = table.column(use_case.id_column)
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        raise ValueError(
-            f"sql/{use_case.extract_sql} returned duplicate {use_case.id_column} values for ds={ds}; "
-            "row ids must be unique within a partition"
-        )
-    labelled = table.num_rows - table.column(use_case.label_column).null_count
+            f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({shown}); check that the "
+            "warehouse was loaded for these dates, or set on_empty='skip' to skip such days")
+    ids: list[pa.ChunkedArray] = []
+    counts = {"rows": 0, "labelled": 0}
+    started = time.perf_counter()
+
+    def shard_tables() -> Iterator[pa.Table]:
+        def all_batches() -> Iterator[pa.Table]:
+            yield first
+            yield from batches
+
+        for table in _regroup(all_batches(), use_case.shard_rows):
+            ids.append(table.column(use_case.id_column))
+            counts["rows"] += table.num_rows
+            counts["labelled"] += table.num_rows - table.column(use_case.label_column).null_count
+            elapsed = time.perf_counter() - started
+            log.info("extract ds=%s: shard %d with %d rows (%d so far, %.0f rows/s)", ds, len(ids) - 1,
+                     table.num_rows, counts["rows"], counts["rows"] / max(elapsed, 1e-9))
+            yield table
+
+    def totals() -> dict[str, Any]:
+        if pc.count_distinct(pa.chunked_array(ids)).as_py() != counts["rows"]:
+            raise ValueError(
+                f"sql/{use_case.extract_sql} returned duplicate {use_case.id_column} values for ds={ds}; "
+                "row ids must be unique within a partition"
+            )
+        return dict(counts)
+
     provenance = {
         "use_case": use_case.name, "ds": ds, "window": [start_ds, end_ds],
-        "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
-        "sql_params": dict(use_case.extract_params), "rows": table.num_rows, "labelled": labelled,
+        "sql_file": warehouse.sql_path(use_case.extract_sql, dialect).relative_to(warehouse.SQL_DIR).as_posix(),
+        "sql_hash": warehouse.sql_hash(use_case.extract_sql), "sql_params": dict(use_case.extract_params),
+        "dialect": dialect,
     }
-    path = lake.write_partition(table, lake.extract_path(use_case.name, ds, home), provenance)
-    log.info("extracted %d rows (%d with gold labels) for ds=%s window %s..%s -> %s",
-             table.num_rows, labelled, ds, start_ds, end_ds, path)
-    return {"path": str(path), "rows": table.num_rows, "labelled": labelled,
+    path = lake.extract_dir(use_case.name, ds, home)
+    manifest = lake.write_shards(path, shard_tables(), provenance, totals)
+    shards = manifest["partition"]["shards"]
+    log.info("extracted %d rows (%d with gold labels) in %d shard(s) for ds=%s window %s..%s from %s in %.1fs -> %s",
+             counts["rows"], counts["labelled"], shards, ds, start_ds, end_ds, shown,
+             time.perf_counter() - started, path)
+    return {"path": str(path), "rows": counts["rows"], "labelled": counts["labelled"], "shards": shards,
             "window": [start_ds, end_ds]}

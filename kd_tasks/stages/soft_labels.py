@@ -1,8 +1,14 @@
-"""Stage 2: the teacher writes raw logits for every extract partition in the training window.
+"""Stage 2: the teacher writes raw logits for every extract shard in the training window.
+
+The work is split by (day, shard) so that each piece is one task of its own (the DAG maps
+``label_shard`` over ``plan_shards``), retried on its own, and spread over the workers that serve the
+``teacher`` queue. ``generate_soft_labels`` runs the same pieces one after the other, in process.
 
 Soft labels keep raw logits (temperature is applied at training time, so one labelling serves any T)
-and live under ``teacher=<version>``, so labels of two teacher versions are never mixed. A partition
-already labelled by this teacher version, from the same extract, is not labelled again.
+and live under ``teacher=<labelling>``: the teacher version, plus the dtype where it is not fp32
+(``models.runtime.labelling``), so labels of two teachers, or of one teacher run two ways, are never
+mixed in one training window. A shard already labelled by this labelling, from the same rows, is
+not labelled again.
 """
 from __future__ import annotations
 
@@ -10,21 +16,22 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..config import UseCase
+from ..config import LabelConfig, UseCase
 from ..models import load_teacher, teacher_inputs
+from ..models import runtime
 from ..storage import files, lake
 from ..storage.files import IntegrityError
 from ..storage.lake import NaNLogitsError, check_finite
 
-__all__ = ["NaNLogitsError", "generate_soft_labels", "teacher_version"]
+__all__ = ["NaNLogitsError", "generate_soft_labels", "teacher_version", "plan_shards", "label_shard", "collect"]
 log = logging.getLogger(__name__)
 
 
-def extract_fingerprint(ids: list[str], inputs: Any) -> str:
+def extract_fingerprint(ids: Any, inputs: Any) -> str:
     """Hash of the row ids and the teacher's inputs: soft labels are reused only for identical rows."""
     h = hashlib.sha256("\n".join(ids).encode())
     if isinstance(inputs, np.ndarray):
@@ -41,63 +48,152 @@ def teacher_version(use_case: UseCase) -> str:
     return files.content_version(path)
 
 
-def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None = None,
-                         home: Path | None = None, batch_size: int = 64) -> dict[str, Any]:
-    """Label every extract partition in the window ending at ``ds`` that lacks current soft labels.
+def plan_shards(use_case: UseCase, ds: str, lookback_days: int | None = None,
+                home: Path | None = None) -> dict[str, Any]:
+    """The (day, shard) pieces of the training window ending at ``ds`` and the labelling they get.
 
-    Returns ``{"teacher_version", "labelled": [ds...], "reused": [ds...], "missing_extract": [ds...],
-    "healed": [ds...], "rows_labelled"}``; ``healed`` lists partitions that failed verification (damaged
-    after they were written) and were relabelled. The partition for ``ds`` itself must exist.
+    Returns ``{"teacher_version", "labelling", "shards": [{"day", "shard"}...], "missing_extract": [ds...]}``.
+    The partition of ``ds`` itself must exist; earlier days without one are skipped (and listed).
     """
-    days = lake.window_days(ds, lookback_days or use_case.distill.lookback_days)
     version = teacher_version(use_case)
-    teacher = None
-    result: dict[str, Any] = {"teacher_version": version, "labelled": [], "reused": [],
-                              "missing_extract": [], "healed": [], "rows_labelled": 0}
-    for day in days:
-        src = lake.extract_path(use_case.name, day, home)
-        if not src.exists():
+    labelling = runtime.labelling(version, use_case.labelling.label_dtype)
+    pieces, missing = [], []
+    for day in lake.window_days(ds, lookback_days or use_case.distill.lookback_days):
+        directory = lake.extract_dir(use_case.name, day, home)
+        if not directory.exists():
             if day == ds:
-                lake.read_partition(src, "extract", f"run the extract task for ds={ds} first")
-            result["missing_extract"].append(day)
+                lake.shards(directory, "extract", f"run the extract task for ds={ds} first")
+            missing.append(day)
             continue
-        extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home))
-        ids = extract.column(use_case.id_column).to_pylist()
-        inputs = teacher_inputs(use_case, extract)
-        fingerprint = extract_fingerprint(ids, inputs)
-        dst = lake.soft_label_path(use_case.name, version, day, home)
-        if dst.exists():
-            try:
-                reusable = lake.read_provenance(dst, "soft-label", "").get("extract_ids") == fingerprint
-            except IntegrityError as exc:
-                log.warning("relabelling ds=%s: %s", day, str(exc).rstrip("; "))
-                result["healed"].append(day)
-                reusable = False
-            if reusable:
-                result["reused"].append(day)
-                continue
-        if teacher is None:
-            teacher = load_teacher(use_case.resolved_teacher_dir())
-            log.info("loaded teacher %s (%d outputs, %.2fM params)", version, len(teacher.label_names),
-                     teacher.num_parameters() / 1e6)
-        started = time.perf_counter()
-        logits = np.concatenate([
-            teacher.logits(inputs[i:i + 1024], batch_size=batch_size) for i in range(0, len(inputs), 1024)
-        ]) if len(inputs) else np.zeros((0, len(teacher.label_names)), np.float32)
-        check_finite(logits, f"teacher {version} on ds={day}",
-                     "the teacher weights are corrupt; re-run kd_teacher_bootstrap or restore the teacher directory")
-        lake.write_partition(lake.soft_label_table(ids, day, logits), dst, {
-            "use_case": use_case.name, "ds": day, "teacher_version": version,
-            "label_names": teacher.label_names, "extract_path": str(src), "extract_ids": fingerprint,
-            "extract_provenance": lake.provenance_of(extract),
-        })
-        elapsed = time.perf_counter() - started
-        log.info("soft labels ds=%s: %d rows in %.1fs (%.0f rows/s) -> %s", day, len(ids), elapsed,
-                 len(ids) / max(elapsed, 1e-9), dst)
-        result["labelled"].append(day)
-        result["rows_labelled"] += len(ids)
-    if result["reused"]:
-        log.info("already labelled by teacher %s, not redone: %s", version, result["reused"])
-    if result["missing_extract"]:
-        log.info("no extract partition (skipped or not yet extracted): %s", result["missing_extract"])
-    return result
+        names = lake.shards(directory, "extract", lake.extract_fix(use_case.name, day, home))
+        pieces += [{"day": day, "shard": lake.shard_index(n)} for n in names]
+    if missing:
+        log.info("no extract partition (skipped or not yet extracted): %s", missing)
+    log.info("soft labels for ds=%s: %d shard(s) over %d day(s), labelling %s", ds, len(pieces),
+             len({p["day"] for p in pieces}), labelling)
+    return {"teacher_version": version, "labelling": labelling, "shards": pieces, "missing_extract": missing}
+
+
+class _Teachers:
+    """The teacher, loaded and placed once per process (a sequential run labels many shards)."""
+
+    def __init__(self, use_case: UseCase):
+        self.use_case, self.teacher, self.placed, self._version = use_case, None, None, None
+
+    def version(self) -> str:
+        if self._version is None:
+            self._version = teacher_version(self.use_case)
+        return self._version
+
+    def get(self, cfg: LabelConfig) -> tuple[Any, dict[str, Any]]:
+        if self.teacher is None:
+            device = runtime.select_device(cfg.label_device)
+            dtype = runtime.check_dtype(cfg.label_dtype, device)
+            threads = runtime.cpu_threads(cfg.label_threads)
+            self.teacher = load_teacher(self.use_case.resolved_teacher_dir()).prepare(device, dtype)
+            self.placed = {"device": device, "device_name": runtime.device_name(device), "dtype": dtype,
+                           "threads": threads, "batch_size": runtime.batch_size(cfg.label_batch_size, device)}
+            log.info("loaded teacher %s (%d outputs, %.2fM params) on %s (%s), %s, %d CPU thread(s), batch %d",
+                     self.teacher.version, len(self.teacher.label_names), self.teacher.num_parameters() / 1e6,
+                     device, self.placed["device_name"], dtype, threads, self.placed["batch_size"])
+        return self.teacher, self.placed
+
+
+def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: Path | None = None,
+                teachers: _Teachers | None = None) -> dict[str, Any]:
+    """Label one extract shard (unless its labels are current) with the labelling the plan chose.
+
+    Returns ``{"day", "shard", "labelling", "teacher_version", "rows", "status"}`` (status: labelled,
+    reused or healed, i.e. relabelled after its file failed verification) and, when labelled, the
+    device, dtype, threads, batch size and rows/s. Refuses to label when the teacher or the dtype
+    changed since the plan (the window would mix labellings).
+    """
+    teachers = teachers or _Teachers(use_case)
+    version = teachers.version()
+    current = runtime.labelling(version, use_case.labelling.label_dtype)
+    if current != labelling:
+        raise IntegrityError(f"the plan labels with {labelling} but the teacher directory now gives {current} "
+                             "(the teacher or label_dtype changed during the run); rerun the soft-label tasks "
+                             "from the plan")
+    directory, name = lake.extract_dir(use_case.name, day, home), lake.shard_name(shard)
+    fix = lake.extract_fix(use_case.name, day, home)
+    extract = lake.read_shard(directory, name, "extract", fix)
+    ids = extract.column(use_case.id_column)
+    inputs = teacher_inputs(use_case, extract)
+    fingerprint = extract_fingerprint(ids.to_pylist(), inputs)
+    dst = lake.soft_label_path(use_case.name, labelling, day, home, shard)
+    result: dict[str, Any] = {"day": day, "shard": int(shard), "labelling": labelling, "teacher_version": version,
+                              "rows": len(ids), "status": "labelled"}
+    if dst.exists():
+        try:
+            if lake.read_provenance(dst, "soft-label", "").get("extract_ids") == fingerprint:
+                return {**result, "status": "reused"}
+        except IntegrityError as exc:
+            log.warning("relabelling ds=%s shard %d: %s", day, shard, str(exc).rstrip("; "))
+            result["status"] = "healed"
+    teacher, placed = teachers.get(use_case.labelling)
+    files.fault_point(f"label_shard:{day}:{shard}")
+    started = time.perf_counter()
+    progress = runtime.Progress(f"soft labels ds={day} shard {shard}", len(ids))
+    logits = teacher.logits(inputs, batch_size=placed["batch_size"], progress=progress)
+    check_finite(logits, f"teacher {version} on ds={day} shard {shard}",
+                 "the teacher weights are corrupt; re-run kd_teacher_bootstrap or restore the teacher directory")
+    elapsed = time.perf_counter() - started
+    rate = len(ids) / max(elapsed, 1e-9)
+    run = {**placed, "seconds": round(elapsed, 3), "rows_per_s": round(rate, 1)}
+    lake.write_partition(lake.soft_label_table(ids, day, logits), dst, {
+        "use_case": use_case.name, "ds": day, "shard": int(shard), "teacher_version": version,
+        "labelling": labelling, "label_names": teacher.label_names, "extract_path": str(directory / name),
+        "extract_ids": fingerprint, "extract_provenance": lake.provenance_of(extract), "run": run,
+    })
+    log.info("soft labels ds=%s shard %d: %d rows in %.1fs (%.0f rows/s on %s, %s) -> %s", day, shard, len(ids),
+             elapsed, rate, placed["device"], placed["dtype"], dst)
+    return {**result, **run}
+
+
+def collect(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Summarise the shards of one plan; refuses results of another labelling, or missing shards.
+
+    Returns ``{"teacher_version", "labelling", "labelled": [ds...], "reused": [ds...], "healed": [ds...],
+    "missing_extract": [ds...], "rows_labelled", "shards", "runs"}``: a day is labelled when any of
+    its shards was, reused when all were; ``runs`` lists where each labelled shard ran and how fast.
+    """
+    results = [dict(r) for r in results]
+    other = sorted({r["labelling"] for r in results} - {plan["labelling"]})
+    if other:
+        raise IntegrityError(f"soft-label shards came back labelled by {other}, not {plan['labelling']}; one "
+                             "training window never mixes labellings: rerun the soft-label tasks")
+    done = {(r["day"], r["shard"]) for r in results}
+    missing = [p for p in plan["shards"] if (p["day"], p["shard"]) not in done]
+    if missing:
+        raise IntegrityError(f"soft labels missing for shards {missing[:5]}; rerun the soft-label tasks")
+    by_day: dict[str, set[str]] = {}
+    for r in results:
+        by_day.setdefault(r["day"], set()).add(r["status"])
+    summary = {
+        "teacher_version": plan["teacher_version"], "labelling": plan["labelling"],
+        "labelled": sorted(d for d, s in by_day.items() if s != {"reused"}),
+        "reused": sorted(d for d, s in by_day.items() if s == {"reused"}),
+        "healed": sorted(d for d, s in by_day.items() if "healed" in s),
+        "missing_extract": list(plan["missing_extract"]),
+        "rows_labelled": sum(r["rows"] for r in results if r["status"] != "reused"),
+        "shards": len(results),
+        "runs": [{k: r[k] for k in ("day", "shard", "rows", "device", "device_name", "dtype", "threads",
+                                    "batch_size", "rows_per_s") if k in r}
+                 for r in results if r["status"] != "reused"],
+    }
+    if summary["reused"]:
+        log.info("already labelled by %s, not redone: %s", plan["labelling"], summary["reused"])
+    return summary
+
+
+def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None = None,
+                         home: Path | None = None) -> dict[str, Any]:
+    """Label every extract shard in the window ending at ``ds`` that lacks current soft labels, one
+    after the other in this process (the DAG runs the same pieces as mapped tasks). Returns
+    ``collect``'s summary."""
+    plan = plan_shards(use_case, ds, lookback_days, home)
+    teachers = _Teachers(use_case)
+    results = [label_shard(use_case, p["day"], p["shard"], plan["labelling"], home, teachers)
+               for p in plan["shards"]]
+    return collect(plan, results)

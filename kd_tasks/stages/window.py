@@ -50,38 +50,46 @@ class Window:
         return get_task(self.task).gold_index(self.gold, self.label_names)
 
 
-def load_window(use_case: UseCase, ds: str, teacher_version: str, lookback_days: int,
+def load_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
                 home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
-    """Rows of the extract partitions ds-lookback+1..ds with their soft labels, newest copy of each id."""
-    soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged partitions of the whole window)"
-    # ds's own partition first: its label set is the window's (read and verified once, used below)
-    newest_soft = lake.read_soft_labels(use_case.name, teacher_version, ds, soft_fix, home)
-    label_names = newest_soft[2].get("label_names")
-    if not label_names:
-        raise IntegrityError(f"soft labels of teacher {teacher_version} for ds={ds} record no label names; "
-                             f"rerun generate_soft_labels for ds={ds}")
+    """Rows of the extract partitions ds-lookback+1..ds with the soft labels of ``labelling`` (every
+    shard of every day), newest copy of each id."""
+    soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged shards of the whole window)"
     columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
                                   *([use_case.group_column] if use_case.group_column else []),
                                   *(use_case.teacher_columns if with_teacher_inputs else ())]))
+    label_names = None
     parts = []
     days = []
-    for day in lake.window_days(ds, lookback_days):
-        src = lake.extract_path(use_case.name, day, home)
-        if not src.exists():
+    # ds's own partition first: its label set is the window's
+    for day in [ds, *reversed(lake.window_days(ds, lookback_days)[:-1])]:
+        directory = lake.extract_dir(use_case.name, day, home)
+        if not directory.exists():
+            if day == ds:
+                lake.read_soft_labels(use_case.name, labelling, ds, 0, soft_fix, home)  # the documented error
             continue
-        extract = lake.read_partition(src, "extract", lake.extract_fix(use_case.name, day, home), columns=columns)
-        soft_ids, logits, provenance = newest_soft if day == ds else lake.read_soft_labels(
-            use_case.name, teacher_version, day, soft_fix, home)
-        ids = extract.column(use_case.id_column).to_pylist()
-        if soft_ids != ids:
-            raise ValueError(
-                f"soft labels for ds={day} have {len(soft_ids)} rows but the extract has {len(ids)} "
-                f"(or a different order); rerun generate_soft_labels for ds={day}"
-            )
-        if provenance.get("label_names") != label_names:
-            raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
-        parts.append((extract, ids, logits))
-        days.append(day)
+        fix = lake.extract_fix(use_case.name, day, home)
+        day_parts = []
+        for name in lake.shards(directory, "extract", fix):
+            shard = lake.shard_index(name)
+            extract = lake.read_shard(directory, name, "extract", fix, columns=columns)
+            soft_ids, logits, provenance = lake.read_soft_labels(use_case.name, labelling, day, shard, soft_fix, home)
+            if label_names is None:
+                label_names = provenance.get("label_names")
+                if not label_names:
+                    raise IntegrityError(f"soft labels of {labelling} for ds={ds} record no label names; "
+                                         f"rerun generate_soft_labels for ds={ds}")
+            ids = extract.column(use_case.id_column).to_pylist()
+            if soft_ids != ids:
+                raise ValueError(
+                    f"soft labels for ds={day} shard {shard} have {len(soft_ids)} rows but the extract shard has "
+                    f"{len(ids)} (or a different order); rerun generate_soft_labels for ds={day}"
+                )
+            if provenance.get("label_names") != label_names:
+                raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
+            day_parts.append((extract, ids, logits))
+        parts[:0] = day_parts  # oldest day first
+        days.insert(0, day)
     # Later days overwrite earlier copies of the same id; rows come out sorted by id.
     newest: dict[str, tuple[int, int]] = {}
     for p, (_, ids, _) in enumerate(parts):

@@ -1,17 +1,20 @@
 """Date-partitioned Parquet under KD_HOME, each partition verified on every read.
 
-Layout::
+Layout (hive-style keys)::
 
-    lake/<use_case>/extract/ds=YYYY-MM-DD/part-0.parquet + _kd_files.json
-    lake/<use_case>/soft_labels/teacher=<version>/ds=YYYY-MM-DD/part-0.parquet + _kd_files.json
+    lake/<use_case>/extract/ds=YYYY-MM-DD/part-<k>.parquet ... + _kd_files.json
+    lake/<use_case>/soft_labels/teacher=<labelling>/ds=YYYY-MM-DD/shard=<k>/part-0.parquet + _kd_files.json
 
-A partition is one Parquet file (page checksums on) plus its manifest (``files.write_manifest``: size
-and sha256), written last. The file is written under a temporary name and renamed into place, so a
-reader sees the old file or the new one; the manifest then tells a complete partition from one whose
-bytes changed since (a crash between the two writes, a flipped bit, a truncation): such a partition is
-refused with its path and the fix, and the soft-label stage relabels it by itself. A partition written
-before manifests existed is checked by decoding it whole and then given a manifest. Provenance (SQL
-hash, window, teacher version, ...) lives in the Parquet key-value metadata.
+An extract partition is made of shards ``part-0 .. part-<n-1>`` of at most ``shard_rows`` rows each,
+written by one task as a folder (``files.publish_dir``) whose manifest, written last, lists every shard
+with its size and sha256 and records the partition's totals. Soft labels are written shard by shard by
+separate (mapped) tasks, so each shard is a partition of its own: one Parquet file plus its manifest.
+A file is written under a temporary name and renamed into place; the manifest then tells a complete
+file from one whose bytes changed since (a crash between the two writes, a flipped bit, a truncation):
+such a file is refused with its path and the fix, and the soft-label stage relabels it by itself. A
+partition written before manifests existed (one ``part-0.parquet``: one shard) is checked by decoding
+it whole and then given a manifest. Provenance (SQL hash, window, teacher version, ...) lives in the
+Parquet key-value metadata of every file.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,14 +62,34 @@ def window_days(ds: str, days: int) -> list[str]:
     return [(end - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
 
 
-def extract_path(use_case: str, ds: str, home: Path | None = None) -> Path:
+def extract_dir(use_case: str, ds: str, home: Path | None = None) -> Path:
+    """The folder of the extract partition of ``ds`` (its shards and manifest)."""
     base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "extract"
-    return base / f"ds={parse_ds(ds)}" / PART_FILE
+    return base / f"ds={parse_ds(ds)}"
 
 
-def soft_label_path(use_case: str, teacher_version: str, ds: str, home: Path | None = None) -> Path:
+def extract_path(use_case: str, ds: str, home: Path | None = None, shard: int = 0) -> Path:
+    """The file of one shard of an extract partition (shard 0: the whole of a one-shard partition)."""
+    return extract_dir(use_case, ds, home) / shard_name(shard)
+
+
+def shard_name(shard: int) -> str:
+    return f"part-{int(shard)}.parquet"
+
+
+def shard_index(name: str) -> int:
+    return int(name[len("part-"):-len(".parquet")])
+
+
+def soft_label_dir(use_case: str, labelling: str, ds: str, home: Path | None = None) -> Path:
+    """The folder of the soft labels of ``ds`` by one labelling (teacher version, and how it ran)."""
     base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "soft_labels"
-    return base / f"teacher={names.version(teacher_version, 'teacher version')}" / f"ds={parse_ds(ds)}" / PART_FILE
+    return base / f"teacher={names.labelling(labelling)}" / f"ds={parse_ds(ds)}"
+
+
+def soft_label_path(use_case: str, labelling: str, ds: str, home: Path | None = None, shard: int = 0) -> Path:
+    """The file of the soft labels of one extract shard."""
+    return soft_label_dir(use_case, labelling, ds, home) / f"shard={int(shard)}" / PART_FILE
 
 
 def write_partition(table: pa.Table, path: Path, provenance: Mapping[str, Any]) -> Path:
@@ -82,8 +105,8 @@ def write_partition(table: pa.Table, path: Path, provenance: Mapping[str, Any]) 
 
 
 def check_partition(path: Path, what: str, fix: str) -> None:
-    """Verify a partition against its manifest; an older one without a manifest is decoded whole and,
-    if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``."""
+    """Verify a partition file against its folder's manifest; an older one without a manifest is
+    decoded whole and, if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``."""
     if not path.is_file():
         raise PartitionMissingError(f"{what} partition {path} does not exist; {fix}")
     if files.has_manifest(path.parent):
@@ -135,17 +158,77 @@ def read_partition(path: Path, what: str, fix: str, columns: Sequence[str] | Non
 
 def extract_fix(use_case: str, day: str, home: Path | None = None) -> str:
     return (f"re-extract it: run the nightly DAG of {use_case} for ds={day} again, or delete the folder "
-            f"{extract_path(use_case, day, home).parent} to leave that day out of training windows")
+            f"{extract_dir(use_case, day, home)} to leave that day out of training windows")
+
+
+# --------------------------------------------------------------------------- sharded partitions
+
+
+def write_shards(directory: Path, shards: Iterable[pa.Table], provenance: Mapping[str, Any],
+                 totals: Callable[[], Mapping[str, Any]] = dict) -> dict[str, Any]:
+    """Write a partition of shards as one folder, atomically: each table of ``shards`` becomes
+    ``part-<k>.parquet`` (with ``provenance`` and its shard number in the metadata), then the manifest
+    records every file and ``totals()`` (called after the last shard; it may raise to refuse the
+    partition, and then nothing is written). Returns the manifest."""
+    def build(tmp: Path) -> dict[str, Any]:
+        written = []
+        for k, table in enumerate(shards):
+            name = shard_name(k)
+            meta = dict(table.schema.metadata or {})
+            meta[META_KEY] = json.dumps({**provenance, "shard": k}, sort_keys=True, default=str).encode()
+            pq.write_table(table.replace_schema_metadata(meta), tmp / name, write_page_checksum=True)
+            written.append(name)
+        files.fault_point("shards_written")
+        return files.write_manifest(tmp, written, partition={**provenance, **totals(), "shards": len(written)})
+
+    return files.publish_dir(directory, build)
+
+
+def shards(directory: Path, what: str, fix: str) -> list[str]:
+    """The shard files of a partition folder, in order, from its manifest. A folder written before
+    manifests (its one ``part-0.parquet``) is verified by decoding and given a manifest."""
+    if not directory.is_dir():
+        raise PartitionMissingError(f"{what} partition {directory} does not exist; {fix}")
+    if not files.has_manifest(directory):
+        check_partition(directory / PART_FILE, what, fix)
+    manifest = files.read_json(directory / files.FILES_MANIFEST, f"{what} manifest", fix)
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or not listed:
+        raise files.IntegrityError(f"{what} manifest {directory / files.FILES_MANIFEST} lists no files; {fix}")
+    return sorted(listed, key=shard_index)
+
+
+def partition_info(directory: Path, what: str = "extract", fix: str = "re-extract it") -> dict[str, Any]:
+    """What a sharded partition's manifest records about it: provenance, ``rows``, ``labelled``,
+    ``shards`` (a partition written before shards: its one file's provenance)."""
+    names_ = shards(directory, what, fix)
+    manifest = files.read_json(directory / files.FILES_MANIFEST, f"{what} manifest", fix)
+    info = manifest.get("partition")
+    if isinstance(info, dict):
+        return info
+    return {**read_provenance(directory / names_[0], what, fix), "shards": len(names_)}
+
+
+def read_shard(directory: Path, name: str, what: str, fix: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """One verified shard of a partition folder."""
+    return read_partition(directory / name, what, fix, columns)
+
+
+def read_extract(use_case: str, ds: str, columns: Sequence[str] | None = None, home: Path | None = None) -> pa.Table:
+    """A whole extract partition (every shard, in order) as one table."""
+    directory, fix = extract_dir(use_case, ds, home), extract_fix(use_case, ds, home)
+    parts = [read_shard(directory, n, "extract", fix, columns) for n in shards(directory, "extract", fix)]
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 # --------------------------------------------------------------------------- soft-label partitions
 
 
-def soft_label_table(ids: Sequence[str], day: str, logits: np.ndarray) -> pa.Table:
+def soft_label_table(ids: Any, day: str, logits: np.ndarray) -> pa.Table:
     """The soft-label partition format: ``row_id``, ``ds`` and raw ``logits`` (fixed-size float32 list)."""
     return pa.table({
-        "row_id": pa.array(list(ids), pa.string()),
-        "ds": pa.array([day] * len(ids), pa.string()),
+        "row_id": ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), pa.string()),
+        "ds": pa.repeat(pa.scalar(day, pa.string()), len(ids)),
         "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), logits.shape[1]),
     })
 
@@ -156,16 +239,16 @@ def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
         raise NaNLogitsError(f"{where}: {int(bad.sum())} of {len(logits)} rows have NaN/inf logits; {fix}")
 
 
-def read_soft_labels(use_case: str, teacher_version: str, day: str, fix: str,
+def read_soft_labels(use_case: str, labelling: str, day: str, shard: int, fix: str,
                      home: Path | None = None) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Row ids, logits (n, outputs) and provenance of one verified soft-label partition; NaN or
-    infinite logits are refused."""
-    table = read_partition(soft_label_path(use_case, teacher_version, day, home), "soft-label", fix)
+    """Row ids, logits (n, outputs) and provenance of the verified soft labels of one extract shard;
+    NaN or infinite logits are refused."""
+    table = read_partition(soft_label_path(use_case, labelling, day, home, shard), "soft-label", fix)
     ids = table.column("row_id").to_pylist()
     width = table.schema.field("logits").type.list_size
     logits = np.asarray(table.column("logits").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                         dtype=np.float32).reshape(len(ids), width)
-    check_finite(logits, f"soft labels {day} (teacher {teacher_version})",
-                 f"delete that partition and rerun generate_soft_labels for ds={day}")
+    check_finite(logits, f"soft labels {day} shard {shard} (labelling {labelling})",
+                 f"delete that file and rerun generate_soft_labels for ds={day}")
     return ids, logits, provenance_of(table)
 

@@ -4,7 +4,8 @@ Each nightly task writes its facts here and the next task reads them back; XCom 
 directory (and the gate's branch decision), so a task retried or cleared alone finds what its
 predecessors wrote. A missing or damaged file names the task to clear.
 
-    soft_labels.json   generate_soft_labels: partitions labelled, reused, healed; the teacher version
+    soft_label_plan.json plan_soft_labels: the (day, shard) pieces of the window and their labelling
+    soft_labels.json   collect_soft_labels: days labelled, reused, healed; the labelling; where each shard ran
     distill.json       distill_student: window, config, trained model versions, the champion read
     student/ baseline/ distill_student: the KD student and the no-distillation baseline
     evaluation.json    evaluate_student: every model's metrics on the held-out slice
@@ -24,7 +25,8 @@ from . import files
 
 # fact -> (file name, the task that writes it)
 FILES = {
-    "soft_labels": ("soft_labels.json", "generate_soft_labels"),
+    "soft_label_plan": ("soft_label_plan.json", "plan_soft_labels"),
+    "soft_labels": ("soft_labels.json", "collect_soft_labels"),
     "distill": ("distill.json", "distill_student"),
     "evaluation": ("evaluation.json", "evaluate_student"),
     "gate": ("gate.json", "evaluate_student"),

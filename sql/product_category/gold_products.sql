@@ -5,7 +5,7 @@ with source as (
         product_id,
         title,
         category,
-        cast(listed_on as text) as listed_on
+        cast(listed_on as char(10)) as listed_on  -- portable: date to YYYY-MM-DD text
     from products
 ),
 

@@ -51,9 +51,12 @@ def test_parsing_imports_no_heavy_modules(path):
 def test_nightly_dag_shape(dagbag, dag_id, extract):
     dag = dagbag.dags[dag_id]
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert set(dag.task_ids) == {extract, "generate_soft_labels", "distill_student", "evaluate_student",
-                                 "gate_student", "promote_student", "record_candidate", "hold_student",
-                                 "write_report"}
+    assert set(dag.task_ids) == {extract, "plan_soft_labels", "generate_soft_labels", "collect_soft_labels",
+                                 "distill_student", "evaluate_student", "gate_student", "promote_student",
+                                 "record_candidate", "hold_student", "write_report"}
+    labels = dag.get_task("generate_soft_labels")
+    assert labels.is_mapped and labels.queue == "teacher"  # one task per (day, shard), on the teacher's workers
+    assert labels.upstream_task_ids == {"plan_soft_labels"}
     assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "record_candidate",
                                                                 "hold_student"}
     for heavy in ("generate_soft_labels", "distill_student", "evaluate_student"):
@@ -78,7 +81,7 @@ def test_export_dag_is_scheduled_on_the_promoted_model_asset(dagbag):
     nightly, export = dagbag.dags["kd_product_category_nightly"], dagbag.dags["kd_export_production_model"]
     promoted = nightly.get_task("promote_student").outlets
     assert [a.name for a in promoted] == ["kd_product_category_production_model"]
-    assert [a.name for a in nightly.get_task("generate_soft_labels").outlets] == ["kd_product_category_soft_labels"]
+    assert [a.name for a in nightly.get_task("collect_soft_labels").outlets] == ["kd_product_category_soft_labels"]
     assert "kd_product_category_production_model" in str(export.timetable.asset_condition)
 
 
@@ -136,14 +139,14 @@ def test_backfill_runs_are_recognised():
 
 
 def test_a_deterministic_input_error_fails_at_once_without_retries(airflow_db, dagbag, kd_home, monkeypatch):
-    """An unsupported warehouse URI cannot work on a retry: the task fails on its first try (the DAG's
+    """A warehouse URL SQLAlchemy has no dialect for cannot work on a retry: the task fails on its first try (the DAG's
     retries would otherwise re-run it 5 minutes later, twice), and the password is not in the log."""
     import datetime as dt
 
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
 
-    monkeypatch.setenv("KD_WAREHOUSE", "mysql://kd:s3cr3t-pw@127.0.0.1/wh")
+    monkeypatch.setenv("KD_WAREHOUSE", "mongodb://kd:s3cr3t-pw@127.0.0.1/wh")
     dag = dagbag.dags[NIGHTLY]
     assert dag.get_task("extract_products").retries == 2
     run = dag.test(logical_date=dt.datetime(2031, 2, 1, tzinfo=dt.timezone.utc))

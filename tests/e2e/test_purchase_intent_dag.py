@@ -80,4 +80,4 @@ def test_intent_nightly_over_real_taobao_days(airflow_db, dagbag, taobao_events,
     assert student["feature_names"] == list(INTENT_SERVING)
     soft = pq.read_table(lake.soft_label_path("purchase_intent", teacher["version"], "2017-11-28"))
     assert soft.schema.field("logits").type.list_size == 1
-    assert soft.num_rows == pq.read_table(lake.extract_path("purchase_intent", "2017-11-28")).num_rows
+    assert soft.num_rows == lake.read_extract("purchase_intent", "2017-11-28").num_rows

@@ -30,7 +30,7 @@ def with_champion(kd_home, tiny_teacher):
 def test_empty_window_fails_with_the_fix_and_writes_nothing(fashion_warehouse, kd_home):
     with pytest.raises(EmptyPartitionError, match=r"no rows .* window 2023-05-01\.\.2023-05-01.*on_empty='skip'"):
         extract_partition(PRODUCT_CATEGORY, "2023-05-01", fashion_warehouse)
-    assert not lake.extract_path("product_category", "2023-05-01").parent.exists()
+    assert not lake.extract_dir("product_category", "2023-05-01").exists()
 
 
 def test_query_without_the_label_column(fashion_warehouse, kd_home):
@@ -73,7 +73,7 @@ def test_nan_logits_in_a_soft_label_partition(with_champion):
     bad = table.set_column(2, "logits", pa.FixedSizeListArray.from_arrays(pa.array(values), logits.type.list_size))
     lake.write_partition(bad, path, lake.read_provenance(path))
     champion_before = registry.champion("product_category")
-    with pytest.raises(NaNLogitsError, match=f"1 of .* rows have NaN/inf logits; delete that partition and rerun "
+    with pytest.raises(NaNLogitsError, match=f"1 of .* rows have NaN/inf logits; delete that file and rerun "
                                              f"generate_soft_labels for ds={DS}"):
         run_chain(run_id="after_breakage")
     assert registry.champion("product_category") == champion_before
