@@ -105,6 +105,32 @@ def pg_uri():
     admin.close()
 
 
+MARIADB_ADMIN = os.environ.get("KD_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(scope="session")
+def mariadb_uri():
+    """A throwaway database on the running MariaDB server (root, no password), dropped after the session."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MARIADB_ADMIN)
+    name = f"kd_test_{os.getpid()}"
+    try:
+        admin = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, password=url.password or "",
+                                autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        pytest.fail(f"MariaDB at {url.render_as_string(hide_password=True)} is not reachable ({exc}); start it "
+                    "with: service mariadb start")
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name}")
+        cur.execute(f"create database {name} character set utf8mb4")
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name}")
+    admin.close()
+
+
 DS = "2024-01-10"
 TINY_TEACHER_TRAIN = {"epochs": 6, "learning_rate": 3e-3, "max_rows": 2000}
 

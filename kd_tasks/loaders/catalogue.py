@@ -220,8 +220,9 @@ def load_catalogue_file(uri: Warehouse, path: str | Path, encoding: str = "utf-8
     path = Path(path)
     replace = kwargs.pop("replace", False)
     clear_labels = kwargs.pop("clear_labels", False)
+    batch_rows = kwargs.pop("batch_rows", LOAD_BATCH_ROWS)
     rows = iter_catalogue_rows(_read_rows(path, encoding), source=path.name, **kwargs)
-    return load_products(uri, rows, replace=replace, clear_labels=clear_labels)
+    return load_products(uri, rows, replace=replace, clear_labels=clear_labels, batch_rows=batch_rows)
 
 
 def read_fashion_styles(folder: str | Path) -> list[dict[str, Any]]:

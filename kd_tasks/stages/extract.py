@@ -3,6 +3,7 @@ from the warehouse into shards of at most ``shard_rows`` rows (memory is bounded
 the window's size)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -67,54 +68,54 @@ def extract_partition(use_case: UseCase, ds: str, warehouse_uri: warehouse.Wareh
     shown = warehouse.redact(warehouse_uri)
     batches = warehouse.stream_tables(warehouse_uri, use_case.extract_sql, sql_params(use_case, start_ds, end_ds),
                                       batch_rows=min(use_case.shard_rows, warehouse.STREAM_BATCH_ROWS))
-    first = next(batches)
-    required = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.teacher_columns]))
-    missing = [c for c in required if c not in first.column_names]
-    if missing:
-        batches.close()
-        raise ValueError(
-            f"sql/{use_case.extract_sql} returned columns {first.column_names} but use case "
-            f"{use_case.name!r} needs {missing}; fix the query or the use case's column names"
-        )
-    if first.num_rows == 0:
-        raise EmptyPartitionError(
-            f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({shown}); check that the "
-            "warehouse was loaded for these dates, or set on_empty='skip' to skip such days")
-    ids: list[pa.ChunkedArray] = []
-    counts = {"rows": 0, "labelled": 0}
-    started = time.perf_counter()
-
-    def shard_tables() -> Iterator[pa.Table]:
-        def all_batches() -> Iterator[pa.Table]:
-            yield first
-            yield from batches
-
-        for table in _regroup(all_batches(), use_case.shard_rows):
-            ids.append(table.column(use_case.id_column))
-            counts["rows"] += table.num_rows
-            counts["labelled"] += table.num_rows - table.column(use_case.label_column).null_count
-            elapsed = time.perf_counter() - started
-            log.info("extract ds=%s: shard %d with %d rows (%d so far, %.0f rows/s)", ds, len(ids) - 1,
-                     table.num_rows, counts["rows"], counts["rows"] / max(elapsed, 1e-9))
-            yield table
-
-    def totals() -> dict[str, Any]:
-        if pc.count_distinct(pa.chunked_array(ids)).as_py() != counts["rows"]:
+    with contextlib.closing(batches):  # the connection closes on every way out
+        first = next(batches)
+        required = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.teacher_columns]))
+        missing = [c for c in required if c not in first.column_names]
+        if missing:
             raise ValueError(
-                f"sql/{use_case.extract_sql} returned duplicate {use_case.id_column} values for ds={ds}; "
-                "row ids must be unique within a partition"
+                f"sql/{use_case.extract_sql} returned columns {first.column_names} but use case "
+                f"{use_case.name!r} needs {missing}; fix the query or the use case's column names"
             )
-        return dict(counts)
+        if first.num_rows == 0:
+            raise EmptyPartitionError(
+                f"no rows for {use_case.name} in window {start_ds}..{end_ds} ({shown}); check that the "
+                "warehouse was loaded for these dates, or set on_empty='skip' to skip such days")
+        ids: list[pa.ChunkedArray] = []
+        counts = {"rows": 0, "labelled": 0}
+        started = time.perf_counter()
 
-    provenance = {
-        "use_case": use_case.name, "ds": ds, "window": [start_ds, end_ds],
-        "sql_file": warehouse.sql_path(use_case.extract_sql, dialect).relative_to(warehouse.SQL_DIR).as_posix(),
-        "sql_hash": warehouse.sql_hash(use_case.extract_sql), "sql_params": dict(use_case.extract_params),
-        "dialect": dialect,
-    }
-    path = lake.extract_dir(use_case.name, ds, home)
-    manifest = lake.write_shards(path, shard_tables(), provenance, totals)
-    shards = manifest["partition"]["shards"]
+        def shard_tables() -> Iterator[pa.Table]:
+            def all_batches() -> Iterator[pa.Table]:
+                yield first
+                yield from batches
+
+            for table in _regroup(all_batches(), use_case.shard_rows):
+                ids.append(table.column(use_case.id_column))
+                counts["rows"] += table.num_rows
+                counts["labelled"] += table.num_rows - table.column(use_case.label_column).null_count
+                elapsed = time.perf_counter() - started
+                log.info("extract ds=%s: shard %d with %d rows (%d so far, %.0f rows/s)", ds, len(ids) - 1,
+                         table.num_rows, counts["rows"], counts["rows"] / max(elapsed, 1e-9))
+                yield table
+
+        def totals() -> dict[str, Any]:
+            if pc.count_distinct(pa.chunked_array(ids)).as_py() != counts["rows"]:
+                raise ValueError(
+                    f"sql/{use_case.extract_sql} returned duplicate {use_case.id_column} values for ds={ds}; "
+                    "row ids must be unique within a partition"
+                )
+            return dict(counts)
+
+        provenance = {
+            "use_case": use_case.name, "ds": ds, "window": [start_ds, end_ds],
+            "sql_file": warehouse.sql_path(use_case.extract_sql, dialect).relative_to(warehouse.SQL_DIR).as_posix(),
+            "sql_hash": warehouse.sql_hash(use_case.extract_sql), "sql_params": dict(use_case.extract_params),
+            "dialect": dialect,
+        }
+        path = lake.extract_dir(use_case.name, ds, home)
+        manifest = lake.write_shards(path, shard_tables(), provenance, totals)
+        shards = manifest["partition"]["shards"]
     log.info("extracted %d rows (%d with gold labels) in %d shard(s) for ds=%s window %s..%s from %s in %.1fs -> %s",
              counts["rows"], counts["labelled"], shards, ds, start_ds, end_ds, shown,
              time.perf_counter() - started, path)

@@ -181,7 +181,7 @@ def write_shards(directory: Path, shards: Iterable[pa.Table], provenance: Mappin
         files.fault_point("shards_written")
         return files.write_manifest(tmp, written, partition={**provenance, **totals(), "shards": len(written)})
 
-    return files.publish_dir(directory, build)
+    return files.publish_dir(directory, build, swap_fault="partition_swap")
 
 
 def shards(directory: Path, what: str, fix: str) -> list[str]:

@@ -224,8 +224,9 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
     teachers = [p.name for p in (lake / "soft_labels").iterdir()]
     assert len(teachers) == 1, f"soft labels of one teacher version only, got {teachers}"
     for day in DAYS:
-        assert sorted(p.name for p in (lake / "soft_labels" / teachers[0] / f"ds={day}").iterdir()) == [
-            "_kd_files.json", "part-0.parquet"]
+        shard = lake / "soft_labels" / teachers[0] / f"ds={day}" / "shard=0"
+        assert sorted(p.name for p in shard.parent.iterdir()) == ["shard=0"], day  # one shard per day here
+        assert sorted(p.name for p in shard.iterdir()) == ["_kd_files.json", "part-0.parquet"], day
 
     assert _alias(c) == champion, "a backfill must not move the production alias"
     candidates = [e for e in _promotions(c) if e["outcome"] == "candidate"]

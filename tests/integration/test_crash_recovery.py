@@ -88,8 +88,8 @@ def _in(home, fn, *args):
 
 
 CASES = [
-    ("extract", "before_replace:part-0.parquet"),  # mid partition write: the data file is half done
-    ("extract", "partition_written"),  # the data file is in place, its manifest is not
+    ("extract", "shards_written"),  # every shard is written in the temporary folder, the manifest is not
+    ("extract", "partition_swap"),  # the complete folder is about to replace the old one
     ("soft_labels", "before_replace:part-0.parquet"),
     ("soft_labels", "partition_written"),
     ("promote", "version_copied"),  # mid version copy

@@ -1,12 +1,13 @@
-"""The purchase_intent feature SQL: hand-checked values, SQLite = PostgreSQL, point-in-time correctness."""
+"""The purchase_intent feature SQL: hand-checked values, SQLite = PostgreSQL = MariaDB (the MySQL form of
+the query), point-in-time correctness."""
 import datetime as dt
 import random
 
-import pyarrow.parquet as pq
 import pytest
 
 from kd_tasks.use_cases.purchase_intent import PRIVILEGED as INTENT_PRIVILEGED, SERVING as INTENT_SERVING, USE_CASE as PURCHASE_INTENT
 from kd_tasks.loaders.events import _event, load_events, select_days
+from kd_tasks.storage import lake
 from kd_tasks.storage.lake import day_index
 from kd_tasks.stages.extract import extract_partition
 
@@ -15,8 +16,11 @@ DS = "2017-11-28"  # cutoff day with label_horizon_days = 1: history is 11-25..1
 
 def extract(uri, home, ds=DS, **params):
     uc = PURCHASE_INTENT.with_overrides(extract_params=params) if params else PURCHASE_INTENT
-    res = extract_partition(uc, ds, uri, home=home)
-    return {r["candidate_id"]: r for r in pq.read_table(res["path"]).to_pylist()}
+    extract_partition(uc, ds, uri, home=home)
+    rows = lake.read_extract(uc.name, ds, home=home).to_pylist()
+    out = {r["candidate_id"]: r for r in rows}
+    assert len(out) == len(rows), "candidate ids must be unique"
+    return out
 
 
 def ev(user, item, category, behavior, when):
@@ -60,14 +64,20 @@ def few_taobao_days(taobao_events):
     return select_days(taobao_events, "2017-11-25", "2017-11-29")
 
 
-def test_same_features_from_sqlite_and_postgres(tmp_path, pg_uri, few_taobao_days):
+def test_same_features_from_sqlite_postgres_and_mariadb(tmp_path, pg_uri, mariadb_uri, few_taobao_days):
     sqlite_uri = f"sqlite:///{tmp_path / 'wh.db'}"
-    load_events(sqlite_uri, few_taobao_days, replace=True)
-    load_events(pg_uri, few_taobao_days, replace=True)
-    lite, pg = extract(sqlite_uri, tmp_path / "lite"), extract(pg_uri, tmp_path / "pg")
+    out = {}
+    for name, uri in (("sqlite", sqlite_uri), ("postgresql", pg_uri), ("mariadb", mariadb_uri)):
+        load_events(uri, few_taobao_days, replace=True)
+        out[name] = extract(uri, tmp_path / name)
+    lite = out["sqlite"]
     assert len(lite) > 10_000 and sum(r["bought"] for r in lite.values()) > 50
-    assert lite.keys() == pg.keys()
-    assert lite == pg  # every serving feature, privileged feature and label, value for value
+    cut = day_index(DS)
+    assert all(k.endswith(f"@{cut}") and k.count(":") == 1 for k in lite)  # user:item@cutoff, never 0
+    for name in ("postgresql", "mariadb"):
+        assert out[name].keys() == lite.keys(), name
+        assert out[name] == lite, name  # every serving feature, privileged feature and label, value for value
+        assert all(type(out[name][k][c]) is type(lite[k][c]) for k in list(lite)[:50] for c in lite[k]), name
 
 
 def test_shifting_events_after_the_cutoff_never_changes_a_serving_feature(tmp_path, few_taobao_days):
@@ -128,3 +138,22 @@ def test_label_horizon_moves_the_cutoff_back(tmp_path, few_taobao_days):
               if e["behavior"] == "buy" and "2017-11-27" <= e["event_date"] <= "2017-11-29"}
     positives = {(r["user_id"], r["item_id"]) for r in rows.values() if r["bought"]}
     assert positives and positives <= buyers
+
+
+def test_without_its_mysql_form_mariadb_would_build_ids_of_zero_and_the_extract_refuses(
+        tmp_path, mariadb_uri, few_taobao_days, monkeypatch):
+    """On MariaDB `||` is a logical OR: a port of the default form that only fixes its syntax errors (the
+    casts) builds every candidate id as 0. The MySQL form uses concat(); were a form like that used, the
+    duplicate-id check refuses the partition instead of training on it."""
+    from kd_tasks import warehouse
+
+    load_events(mariadb_uri, few_taobao_days[:3000], replace=True)
+    read = warehouse.read_sql
+
+    def syntax_only_port(name, dialect=None):
+        return read(name).replace("as double precision)", "as double)").replace("as text)", "as char)")
+
+    monkeypatch.setattr(warehouse, "read_sql", syntax_only_port)
+    with pytest.raises(ValueError, match="returned duplicate candidate_id values"):
+        extract_partition(PURCHASE_INTENT, DS, mariadb_uri, home=tmp_path / "home")
+    assert not lake.extract_dir(PURCHASE_INTENT.name, DS, tmp_path / "home").exists()

@@ -1,5 +1,6 @@
-"""A warehouse password never reaches output, logs, reports or files: loads, extraction and a whole
-night (`airflow dags test`) against the real PostgreSQL, through a URI that carries a password."""
+"""A warehouse password never reaches output, logs, reports or files: loads and extraction through a
+URL that carries a password, and a whole night (`airflow dags test`) through an Airflow connection
+(its hook's SQLAlchemy engine), against the real PostgreSQL."""
 import json
 import os
 import subprocess
@@ -39,16 +40,20 @@ def test_the_password_is_in_no_output_log_report_or_file(airflow_db, pg_uri, tin
                   "--end-date", DS, "--days", "3", "--replace"],
                  ["--warehouse", uri, "load-fashion", "--folder", str(fashion), "--label", "masterCategory",
                   "--limit", "600", "--end-date", DS, "--days", "3"],
-                 ["--warehouse", uri.replace("postgresql://", "mysql://"), "seed-demo"]):
+                 ["--warehouse", uri.replace("postgresql://", "mongodb://"), "seed-demo"],
+                 ["--warehouse", f"mysql+pymysql://root:{PASSWORD}@127.0.0.1:3306/test", "seed-demo"]):
         out = subprocess.run([sys.executable, "-m", "kd_tasks.cli", *args], env=env, cwd=ROOT, capture_output=True,
                              text=True, timeout=300)
         outputs.append(out.stdout + out.stderr)
     assert "loaded 600 fashion products" in outputs[0] and "postgresql://postgres:***@" in outputs[0]
-    assert "error: warehouse URI 'mysql://postgres:***@" in outputs[2]
+    assert "error: warehouse 'mongodb://postgres:***@" in outputs[2]
+    assert "error: " in outputs[3] and "Access denied for user 'root'" in outputs[3]  # MariaDB refused the password
 
+    # the night reads the warehouse through an Airflow connection: PostgresHook builds the engine
+    env = {**os.environ, "AIRFLOW_CONN_KD_WAREHOUSE_PG": uri}
     night = subprocess.run([AIRFLOW, "dags", "test", "kd_product_category_nightly", DS, "-c",
-                            json.dumps({"extract_lookback_days": 3})], env=env, capture_output=True, text=True,
-                           timeout=600)
+                            json.dumps({"extract_lookback_days": 3, "warehouse_conn_id": "kd_warehouse_pg"})],
+                           env=env, capture_output=True, text=True, timeout=600)
     outputs.append(night.stdout + night.stderr)
     assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
     assert "promote_student" in outputs[-1]

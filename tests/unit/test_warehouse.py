@@ -58,23 +58,6 @@ def _products(uri):
         uri, "product_category/extract_products.sql", {"start_ds": "2000-01-01", "end_ds": "2100-01-01"}).to_pylist()}
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_a_reload_with_empty_labels_keeps_the_gold_labels(tmp_path, dialect, request):
-    uri = f"sqlite:///{tmp_path / 'wh.db'}" if dialect == "sqlite" else request.getfixturevalue("pg_uri")
-    full, blank = tmp_path / "full.csv", tmp_path / "blank.csv"
-    full.write_text("sku,name,cat\n1,Red Shirt,Shirts\n2,Blue Jeans,Jeans\n3,Green Cap,\n")
-    blank.write_text("sku,name,cat\n1,Red Shirt v2,\n2,Blue Jeans,\n3,Green Cap,Caps\n")
-    catalogue.load_catalogue_file(uri, full, text_column="name", label_column="cat", id_column="sku", replace=True)
-    catalogue.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku")
-    rows = _products(uri)
-    assert {k: r["category"] for k, r in rows.items()} == {"1": "Shirts", "2": "Jeans", "3": "Caps"}
-    assert rows["1"]["title"] == "Red Shirt v2"
-    assert catalogue.count_products(uri) == {"rows": 3, "labelled": 3}
-    catalogue.load_catalogue_file(uri, blank, text_column="name", label_column="cat", id_column="sku",
-                                  clear_labels=True)  # erasing labels is possible, when asked
-    assert {k: r["category"] for k, r in _products(uri).items()} == {"1": None, "2": None, "3": "Caps"}
-
-
 @pytest.mark.parametrize("body,match", [
     ("sku,name,cat\n1,Red Shirt,A\n2,Blue Jeans,B\n1,Green Cap,C\n",
      r"1 row\(s\) repeat an id of 'sku' \(row 3: '1 \(first at row 1\)'\); nothing was loaded"),
