@@ -1,5 +1,8 @@
-"""Nightly, backfill and manual runs on a real Airflow: scheduler, dag-processor and api-server,
-LocalExecutor, metadata database on the running PostgreSQL, parallelism 2.
+"""Nightly, backfill and manual runs on a real Airflow in its production shape: scheduler,
+dag-processor and api-server as processes, metadata on the running PostgreSQL, the CeleryExecutor with
+the Redis broker on 127.0.0.1:6379 and two `airflow celery worker` processes (one serving only the
+``teacher`` queue, one ``default`` and ``teacher``), parallelism 2, the ``kd_heavy`` pool with 2 slots.
+The LocalExecutor is configured beside it (``CeleryExecutor,LocalExecutor``) for the reference run.
 
 Sequence (one module-scoped Airflow, every process stopped by PID at the end, pass or fail):
 1. unpause the nightly DAG: the scheduler creates the scheduled run for yesterday, which promotes
@@ -7,7 +10,10 @@ Sequence (one module-scoped Airflow, every process stopped by PID at the end, pa
 2. `airflow backfill create` over the three days before: three successful runs, in date order, each
    date's partitions written once, the production alias untouched, three gate decisions logged as
    candidates;
-3. a manual trigger with a bad param is refused by the API and creates no run.
+3. a manual trigger with a bad param is refused by the API and creates no run;
+4. the same night on the LocalExecutor (a copy of the nightly DAG whose tasks name it) and on the
+   Celery workers, with its partition in several shards: the shards spread over both workers, and
+   the soft labels (bit for bit), the student version and the gate decision are the same.
 """
 from __future__ import annotations
 
@@ -29,6 +35,25 @@ import pytest
 from conftest import PG_ADMIN_URI, ROOT, TINY_TEACHER_TRAIN
 
 NIGHTLY, EXPORT = "kd_product_category_nightly", "kd_export_production_model"
+REFERENCE = "kd_product_category_nightly_local"  # the nightly chain with every task on the LocalExecutor
+REFERENCE_DAG = f'''"""The nightly chain of product_category, every task on the LocalExecutor (test reference)."""
+import datetime as dt
+
+from airflow.sdk import dag
+
+from kd_common import DEFAULT_ARGS, distill_params, nightly_tasks
+
+
+@dag(dag_id="{REFERENCE}", schedule=None, start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
+     catchup=False, max_active_runs=1, default_args={{**DEFAULT_ARGS, "executor": "LocalExecutor"}},
+     params=distill_params("product_category"))
+def reference():
+    nightly_tasks("product_category")
+
+
+reference()
+'''
+REDIS_DB = 9  # the broker's database on the running Redis, emptied before and after
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yesterday is DAYS[-1]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -53,10 +78,10 @@ class Cluster:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
         return out
 
-    def start(self, *args: str) -> None:
-        log = open(self.root / f"{args[0]}.log", "w")
-        self.procs.append(subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+    def start(self, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
+        log = open(self.root / f"{name or args[0]}.log", "w")
+        self.procs.append(subprocess.Popen([AIRFLOW, *args], env={**self.env, **(env or {})}, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True))
 
     def stop(self) -> None:
         for p in self.procs:
@@ -89,8 +114,8 @@ class Cluster:
         while time.time() < deadline:
             for p in self.procs:
                 if p.poll() is not None:
-                    raise AssertionError(f"{p.args[1]} exited with {p.returncode} while waiting for {what}; "
-                                         f"see {self.root / (p.args[1] + '.log')}")
+                    raise AssertionError(f"{' '.join(p.args[1:3])} exited with {p.returncode} while waiting for "
+                                         f"{what}; see the logs in {self.root}")
             try:
                 value = check()
             except (urllib.error.URLError, ConnectionError, OSError):
@@ -114,6 +139,12 @@ def _finished(runs: list[dict], n: int) -> list[dict] | None:
     return done if len(done) >= n else None
 
 
+def _flush_broker() -> None:
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, fashion_records, tiny_base):
     import psycopg2
@@ -129,12 +160,19 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
         cur.execute(f"drop database if exists {db} with (force)")
         cur.execute(f"create database {db}")
     port = _free_port()
+    dags = root / "dags"  # the project's DAG files, plus the LocalExecutor reference
+    dags.mkdir()
+    for f in (ROOT / "dags").glob("*.py"):
+        (dags / f.name).write_text(f.read_text())
+    (dags / "kd_reference_local.py").write_text(REFERENCE_DAG)
+    metadata = PG_ADMIN_URI.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + f"/{db}"
     env = {**os.environ,
            "AIRFLOW_HOME": str(root / "airflow"), "KD_HOME": str(root / "kd_home"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_URI.replace("postgresql://", "postgresql+psycopg2://")
-           .rsplit("/", 1)[0] + f"/{db}",
-           "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
+           "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor,LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
+           "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+           "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata,
+           "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -145,6 +183,7 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
     env.pop("KD_WAREHOUSE", None)
     c = Cluster(root, env, port)
+    _flush_broker()
     try:
         # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
         with pytest.MonkeyPatch.context() as mp:
@@ -159,16 +198,21 @@ def cluster(tmp_path_factory, fashion_records, tiny_base):
             bootstrap(resolve_use_case("product_category"), DAYS[-1], uri, base_model=str(tiny_base),
                       train=TINY_TEACHER_TRAIN)
         c.cli("db", "migrate")
-        c.cli("pools", "set", "kd_heavy", "1", "teacher inference, training, latency measurement")
+        c.cli("pools", "set", "kd_heavy", "2", "teacher inference, training, latency measurement")
         c.start("api-server", "--port", str(port))
         c.start("dag-processor")
         c.start("scheduler")
+        # two workers, one task at a time each: a GPU-like worker on the teacher queue only, and a general one
+        for name, queues in (("worker-teacher", "teacher"), ("worker-general", "default,teacher")):
+            c.start("celery", "worker", "--queues", queues, "--concurrency", "1", "--celery-hostname",
+                    f"{name}@%h", name=name, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())})
         c.wait("the API server", lambda: c.api("GET", "/monitor/health")[0] == 200, timeout=120)
-        for dag_id in (NIGHTLY, EXPORT):
+        for dag_id in (NIGHTLY, EXPORT, REFERENCE):
             c.wait(f"{dag_id} to be parsed", lambda d=dag_id: c.api("GET", f"/dags/{d}")[0] == 200, timeout=120)
         yield c
     finally:
         c.stop()
+        _flush_broker()
         with admin.cursor() as cur:
             cur.execute(f"drop database if exists {db} with (force)")
         admin.close()
@@ -243,3 +287,60 @@ def test_bad_param_is_refused_and_creates_no_run(cluster):
     assert status == 400, body
     assert "alpha" in json.dumps(body)
     assert len(c.runs(NIGHTLY)) == before
+
+
+def _night(c: Cluster, dag_id: str, conf: dict) -> dict:
+    """Trigger ``dag_id`` for ``conf`` with no soft labels in the lake (every shard is labelled); return
+    what the night produced: each shard's logits, the student version, the gate decision."""
+    import shutil
+
+    import numpy as np
+
+    from kd_tasks.storage import lake
+
+    shutil.rmtree(c.kd_home / "lake" / "product_category" / "soft_labels", ignore_errors=True)
+    status, body = c.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+    assert status == 200, body
+    run_id = body["dag_run_id"]
+    c.wait(f"{dag_id} run {run_id}", lambda: _finished([r for r in c.runs(dag_id) if r["dag_run_id"] == run_id], 1),
+           timeout=420)
+    from kd_tasks.storage.runs import RunDir
+
+    run = RunDir.create("product_category", run_id, c.kd_home).path
+    labelled = json.loads((run / "soft_labels.json").read_text())
+    logits = {}
+    for piece in json.loads((run / "soft_label_plan.json").read_text())["shards"]:
+        _, z, _ = lake.read_soft_labels("product_category", labelled["labelling"], piece["day"], piece["shard"], "",
+                                        c.kd_home)
+        logits[(piece["day"], piece["shard"])] = np.ascontiguousarray(z).tobytes()
+    return {"run_id": run_id, "logits": logits, "labelled": labelled,
+            "student": json.loads((run / "distill.json").read_text())["models"]["student"]["version"],
+            "gate": json.loads((run / "gate.json").read_text())["decision"]}
+
+
+def _shards_run_by(c: Cluster, worker: str, run_id: str) -> set[int]:
+    """Map indexes of generate_soft_labels of ``run_id`` that ``worker`` executed (from its log)."""
+    lines = (c.root / f"{worker}.log").read_text().splitlines()
+    return {int(m) for line in lines if "Executing workload" in line and "generate_soft_labels" in line
+            and run_id in line for m in __import__("re").findall(r"map_index=(\d+)", line)}
+
+
+def test_shards_spread_over_two_celery_workers_give_the_same_night_as_the_local_executor(cluster):
+    c = cluster
+    for dag_id in (REFERENCE, NIGHTLY):
+        assert c.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})[0] == 200
+    # yesterday's partition in 4 shards; one CPU thread per teacher, so the logits are bit-identical
+    conf = {"ds": DAYS[-1], "shard_rows": 100, "label_threads": 1, "dry_run": True}
+    local = _night(c, REFERENCE, conf)
+    celery = _night(c, NIGHTLY, conf)
+    assert local["labelled"]["shards"] == celery["labelled"]["shards"] >= 4  # yesterday alone has 4 or more
+    assert sorted(local["logits"]) == sorted(celery["logits"])
+    assert all(local["logits"][k] == celery["logits"][k] for k in local["logits"]), "logits differ"
+    assert local["student"] == celery["student"]
+    assert local["gate"] == celery["gate"] and local["gate"] in ("promote", "hold")
+    assert {r["threads"] for r in celery["labelled"]["runs"]} == {1}
+    teacher, general = (_shards_run_by(c, w, celery["run_id"]) for w in ("worker-teacher", "worker-general"))
+    assert teacher and general, f"shards ran on worker-teacher {teacher} and worker-general {general}"
+    assert teacher | general == set(range(celery["labelled"]["shards"])) and not teacher & general
+    assert not _shards_run_by(c, "worker-teacher", local["run_id"]) | _shards_run_by(c, "worker-general",
+                                                                                    local["run_id"])
