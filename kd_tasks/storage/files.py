@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 FILES_MANIFEST = "_kd_files.json"
 FAULT_ENV = "KD_FAULT_POINT"
+FAULT_ONCE_ENV = "KD_FAULT_ONCE"  # "<point>@<marker file>": raise at that point once (retry tests)
 TEACHER_MANIFEST = "kd_manifest.json"  # records a teacher's version, so is not part of it
 STALE_AFTER_S = 24 * 3600  # a temporary entry of another host is garbage after this long
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9_.-]*?)-(?P<pid>\d+)-[0-9a-f]{8,32}$")
@@ -44,12 +45,26 @@ class IntegrityError(RuntimeError):
     """A file the pipeline wrote is missing, truncated or changed since it was written."""
 
 
+class InjectedFault(RuntimeError):
+    """A transient failure injected by ``$KD_FAULT_ONCE`` (retry tests)."""
+
+
 def fault_point(name: str) -> None:
     """Crash here (SIGKILL, no cleanup) when ``$KD_FAULT_POINT`` names this point: the crash tests'
-    way to stop a real stage at the worst moment. A no-op otherwise."""
+    way to stop a real stage at the worst moment. With ``$KD_FAULT_ONCE=<point>@<marker file>``, fail
+    here with ``InjectedFault`` the first time only (the marker records it): a transient error for the
+    retry tests. A no-op otherwise."""
     if os.environ.get(FAULT_ENV) == name:
         log.warning("fault point %s: killing process %d", name, os.getpid())
         os.kill(os.getpid(), signal.SIGKILL)
+    point, _, marker = os.environ.get(FAULT_ONCE_ENV, "").partition("@")
+    if point == name and marker:
+        try:
+            with open(marker, "x"):
+                pass
+        except FileExistsError:
+            return
+        raise InjectedFault(f"injected transient failure at {name}")
 
 
 def temp_path(path: Path, kind: str = "tmp") -> Path:

@@ -124,3 +124,29 @@ def test_a_day_without_behaviour_events_is_an_empty_partition(kd_home):
     with pytest.raises(EmptyPartitionError, match="no rows for purchase_intent in window 2017-12-20..2017-12-20"):
         extract_partition(PURCHASE_INTENT, "2017-12-20", uri)
     assert not (kd_home / "lake" / "purchase_intent" / "extract").exists()
+
+
+def test_labels_of_two_dtypes_never_meet_in_one_window(kd_home, tiny_teacher):
+    """bf16 labels live under their own labelling; a plan made for fp32 refuses to label after the dtype
+    changed, and collecting refuses results of another labelling."""
+    from kd_tasks.stages.soft_labels import collect, label_shard, plan_shards
+    from kd_tasks.storage.files import IntegrityError
+
+    fp32 = resolve_use_case("product_category", {"extract_lookback_days": 3, "shard_rows": 200})
+    bf16 = resolve_use_case("product_category", {"extract_lookback_days": 3, "shard_rows": 200,
+                                                 "label_dtype": "bf16"})
+    extract_partition(fp32, DS, f"sqlite:///{kd_home / 'warehouse.db'}")
+    plan = plan_shards(fp32, DS)
+    assert [p["shard"] for p in plan["shards"]] == [0, 1, 2] and "-" not in plan["labelling"]
+    with pytest.raises(IntegrityError, match="the teacher or label_dtype changed during the run"):
+        label_shard(bf16, DS, 0, plan["labelling"])
+    done = generate_soft_labels(bf16, DS)
+    assert done["labelling"] == plan["labelling"] + "-bf16" and done["labelled"] == [DS]
+    assert {r["dtype"] for r in done["runs"]} == {"bf16"}
+    assert not lake.soft_label_dir("product_category", plan["labelling"], DS).exists()  # fp32 untouched
+    bf16_results = [label_shard(bf16, DS, k, done["labelling"]) for k in range(3)]
+    assert {r["status"] for r in bf16_results} == {"reused"}
+    with pytest.raises(IntegrityError, match="never mixes labellings"):
+        collect(plan, bf16_results)
+    with pytest.raises(IntegrityError, match="soft labels missing for shards"):
+        collect(plan, [])
