@@ -46,6 +46,11 @@ class SavedStudent:
         saved = {**cls.saved_defaults, **saved}
         return all(saved.get(k) == fresh.get(k) for k in cls.warm_start_keys)
 
+    def features_key(self) -> tuple:
+        """What ``prepare``'s output depends on besides the rows: students with equal keys share the
+        features of one window (featurised once per night, not once per student)."""
+        return (self.family,)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 

@@ -131,19 +131,36 @@ class HashedNgramStudent(SavedStudent):
         return {"size": size, "label_names": list(label_names), "n_buckets": n_buckets, "dim": dim,
                 "hidden": hidden, "featurizer": featurizer}
 
-    def prepare(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        """Featurise every row once: the hashing is the expensive part of a training step."""
-        return [batch_inputs([t], self.n_buckets, self.featurizer)[0] for t in texts]
+    def features_key(self) -> tuple:
+        return (self.family, self.n_buckets, self.featurizer)
+
+    def prepare(self, texts: Sequence[str], chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """Featurise every row once (the hashing is the expensive part of a training step) into two
+        compact arrays: every row's bucket ids back to back (int32) and the row offsets (n + 1, int64).
+        Rows are hashed a chunk at a time, so no Python list of the whole window's ids is ever built."""
+        ids, lengths = [], np.zeros(len(texts), np.int64)
+        for start in range(0, len(texts), chunk_rows):
+            grams = [featurize(t, self.n_buckets, self.featurizer) for t in texts[start:start + chunk_rows]]
+            lengths[start:start + len(grams)] = [len(g) for g in grams]
+            ids.append(np.fromiter((b for g in grams for b in g), np.int32, int(lengths[start:start + len(grams)].sum())))
+        offsets = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
 
     def empty_inputs(self, texts: Sequence[str]) -> int:
         """How many texts featurise to nothing (no word the featuriser keeps): the student sees them
         all as the same input."""
         return sum(1 for t in texts if not words(t, self.featurizer))
 
-    def forward_rows(self, prepared: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-        pieces = [prepared[i] for i in idx.tolist()]
-        offsets = torch.tensor([0] + [len(p) for p in pieces[:-1]]).cumsum(0)
-        return self.net(torch.cat(pieces), offsets)
+    def forward_rows(self, prepared: tuple[np.ndarray, np.ndarray], idx: torch.Tensor) -> torch.Tensor:
+        """Logits of the rows ``idx`` of prepared features: their ids gathered into one EmbeddingBag batch."""
+        ids, offsets = prepared
+        rows = idx.numpy()
+        starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+        batch_offsets = np.zeros(len(rows), np.int64)
+        np.cumsum(lengths[:-1], out=batch_offsets[1:])
+        positions = np.repeat(starts - batch_offsets, lengths) + np.arange(int(lengths.sum()))
+        return self.net(torch.from_numpy(ids[positions].astype(np.int64)), torch.from_numpy(batch_offsets))
 
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         self.net.eval()

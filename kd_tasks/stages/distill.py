@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def train_student(window: Window, config: DistillConfig, init: Any = None, log_prefix: str = "student",
-                  family: str = "hashed_ngram_mlp", feature_names: Sequence[str] = ()) -> Any:
+                  family: str = "hashed_ngram_mlp", feature_names: Sequence[str] = (),
+                  features: dict | None = None) -> Any:
     """Fit a student of ``family`` on ``window`` with the objective of ``config.loss_terms`` (default:
     the task's): every row gets the soft-target part, gold rows also the supervised part. ``init`` is a
-    compatible student to start from."""
+    compatible student to start from. ``features`` caches the window's prepared features between the
+    students of one night (they are computed once per featuriser)."""
     torch.manual_seed(config.seed)
     student = student_class(family).create(window.label_names, config.student_size, window.inputs, feature_names)
     if init is not None:
@@ -46,7 +48,12 @@ def train_student(window: Window, config: DistillConfig, init: Any = None, log_p
             f"{'soft labels' if config.alpha > 0 else 'gold labels'}); load more data or widen lookback_days"
         )
     teacher = torch.from_numpy(window.teacher_logits)
-    prepared = student.prepare(window.inputs)
+    key = student.features_key()
+    prepared = None if features is None else features.get(key)
+    if prepared is None:
+        prepared = student.prepare(window.inputs)
+        if features is not None:
+            features[key] = prepared
     opt = torch.optim.AdamW(student.net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(config.seed)
     fit(student.net, torch.from_numpy(rows),
@@ -91,7 +98,7 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDi
         except IntegrityError as exc:
             log.warning("cannot warm-start: %s; training from scratch", exc)
 
-    family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
+    family = {"family": use_case.student_family, "feature_names": use_case.input_columns, "features": {}}
     student = train_student(train, cfg, init, "student_kd", **family)
     baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard", **family)
 

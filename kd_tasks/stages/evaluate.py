@@ -7,6 +7,7 @@ every model (tokenisation / featurisation included, batch 1 and batch 64).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +18,7 @@ from ..config import UseCase
 from ..metrics import agreement
 from ..models import load_student, load_teacher
 from ..models.inputs import take
-from ..storage import registry
+from ..storage import registry, teachers
 from ..storage.files import IntegrityError
 from ..storage.runs import RunDir
 from ..tasks import get_task
@@ -51,6 +52,12 @@ def latency_profile(predict: Callable[[Any], Any], texts: Any,
             "rows_per_s_b64": 64_000.0 / b64["p50_ms"]}
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDir,
                      champion_version: str | None = None, home: Path | None = None,
                      measure_latency: bool = True, labelling: str | None = None) -> dict[str, Any]:
@@ -60,8 +67,10 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
     evaluation and the later compare-and-swap promotion about the same champion.
     """
     task = get_task(use_case.task)
+    # the teacher's latency is measured once per teacher version (it does not change night to night)
+    profile = teachers.read_profile(use_case.name, teacher_version, home) if measure_latency else None
     window = load_window(use_case, ds, labelling or teacher_version, use_case.distill.lookback_days, home,
-                         with_teacher_inputs=measure_latency)
+                         with_teacher_inputs=measure_latency and profile is None)
     held = window.subset(window.holdout & np.array([g is not None for g in window.gold], dtype=bool))
     log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(held.ids),
              window.days[0] if window.days else ds, ds)
@@ -93,8 +102,15 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
         models[name].update({"params": s.num_parameters(), "bytes": s.bytes_on_disk(dirs[name])})
     if measure_latency and len(window.ids):
         n = min(512, len(window.ids))
-        sample, teacher_sample = take(window.inputs, np.arange(n)), take(window.teacher_inputs, np.arange(n))
-        models["teacher"].update(latency_profile(lambda b: teacher.logits(b, batch_size=64), teacher_sample))
+        sample = take(window.inputs, np.arange(n))
+        if profile is None:
+            profile = {**latency_profile(lambda b: teacher.logits(b, batch_size=64),
+                                         take(window.teacher_inputs, np.arange(n))),
+                       "measured": {"ds": ds, "host": socket.gethostname(), "torch_threads": torch_threads()}}
+            teachers.write_profile(use_case.name, teacher_version, profile, home)
+        else:
+            log.info("teacher %s latency: measured on ds=%s, reused", teacher_version, profile["measured"]["ds"])
+        models["teacher"].update({k: v for k, v in profile.items() if k != "measured"})
         models["student"].update(latency_profile(students["student"].logits, sample))
         log.info("latency p50 b1: teacher %.2f ms, student %.3f ms", models["teacher"]["p50_ms_b1"],
                  models["student"]["p50_ms_b1"])

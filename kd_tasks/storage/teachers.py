@@ -114,3 +114,30 @@ def recover_teacher(out_dir: str | Path) -> bool:
                 files.sweep_siblings(out_dir)
                 return True
     return False
+
+
+def profile_path(use_case: str, version: str, home: Path | None = None) -> Path:
+    """Where the latency profile of one teacher version is kept: ``profiles/<use_case>/teacher-<version>.json``."""
+    from .. import names
+    from ..home import kd_home
+
+    base = names.child((home or kd_home()) / "profiles", names.use_case_name(use_case))
+    return base / f"teacher-{names.version(version, 'teacher version')}.json"
+
+
+def read_profile(use_case: str, version: str, home: Path | None = None) -> dict[str, Any] | None:
+    """The teacher version's latency profile measured by an earlier night, or None (also when damaged:
+    then it is measured again)."""
+    path = profile_path(use_case, version, home)
+    if not path.is_file():
+        return None
+    try:
+        profile = files.read_json(path, "teacher latency profile", "")
+    except IntegrityError as exc:
+        log.warning("%s; measuring again", str(exc).rstrip("; "))
+        return None
+    return profile if isinstance(profile, dict) and "p50_ms_b1" in profile else None
+
+
+def write_profile(use_case: str, version: str, profile: Mapping[str, Any], home: Path | None = None) -> Path:
+    return files.write_json(profile_path(use_case, version, home), dict(profile))

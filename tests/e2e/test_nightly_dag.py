@@ -89,6 +89,12 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
                             key=lambda p: p.stat().st_mtime).read_text())
     assert second["evaluation"]["champion_version"] == champion["version"]
     assert "champion" in second["evaluation"]["models"]
+    # the teacher's latency was measured by the first night only, for its version, and reused
+    profile = json.loads((kd_home / "profiles" / "product_category" / f"teacher-{manifest['version']}.json")
+                         .read_text())
+    assert profile["measured"]["ds"] == DS
+    for key in ("p50_ms_b1", "p95_ms_b1", "p50_ms_b64"):
+        assert second["evaluation"]["models"]["teacher"][key] == models["teacher"][key] == profile[key]
     assert second["gate"]["decision"] == "hold" and second["gate"]["dry_run"] is True
     assert second["outcome"] == {"outcome": "held", "reason": second["gate"]["reason"],
                                  "champion": champion["version"]}
