@@ -20,7 +20,7 @@ FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(KD_HOME)/logs
 
-.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent standalone clean-demo
+.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent bench-scale standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,13 @@ bench-quality: install
 # no-KD student vs popularity on later days; writes $(KD_HOME)/bench/intent.json.
 bench-intent: install
 	$(BIN)/python -m benchmarks.intent
+
+# Every stage at 10k / 100k / 1M rows on SQLite and PostgreSQL (and purchase-intent extracts over 1-8 days of
+# generated and real events): wall time, rows/s, peak RSS, the ratios of the scale targets; writes
+# $(KD_HOME)/bench/scale.json and the README table. SCALE_ARGS passes options (e.g. --sizes 10000,100000).
+SCALE_ARGS ?=
+bench-scale: install
+	$(BIN)/python -m benchmarks.scale --update-readme $(SCALE_ARGS)
 
 # T x alpha grid on the validation split (reuses the cached teachers); writes $(KD_HOME)/bench/sweep.json.
 bench-sweep: install

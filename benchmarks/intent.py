@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kd_tasks.storage import lake
 from kd_tasks.use_cases.purchase_intent import USE_CASE as PURCHASE_INTENT

@@ -1,0 +1,396 @@
+"""Scale benchmark: does every stage grow linearly with the rows, in bounded memory?  (``make bench-scale``)
+
+For product_category, synthetic catalogues of 10k, 100k and 1M listings (one night each), on SQLite
+and on PostgreSQL; for purchase_intent, the seeded event generator (``loaders.synthetic.generate_events``,
+shaped like the Taobao sample) writes a log of 8 days of ``--events-per-day`` events, and the extract
+runs over its last 1, 2, 4 and 8 days; the same windows over the real Taobao sample. Each stage (extract, soft labels, train, evaluate) runs in a process of
+its own, so its peak RSS (``ru_maxrss``) is its own; wall time covers the stage call only (not the
+imports). The soft labels of the scale runs come from a tiny random BERT (the pipeline's cost, not the
+teacher's: a MiniLM at ~250 titles/s on 2 cores would take an hour per million rows); the teacher's
+own throughput is measured apart, on real fashion titles with the packaged MiniLM:
+
+- ``softlabel_vs_bare``: the soft-label stage end to end (read the shard, fingerprint, tokenise once,
+  length-sorted batches, write the Parquet file) over a bare ``inference_mode`` loop with the same
+  model, the same sorted batches and threads (tokenising per batch), median of 3;
+- ``softlabel_speedup_sorted``: the stage over the labelling before this release (batches in input
+  order, tokenised per batch), median of 3.
+
+Writes ``$KD_HOME/bench/scale.json`` and, with ``--update-readme``, the README's table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench.scale")
+DS = "2024-01-10"
+INTENT_DS = "2017-12-03"
+TAOBAO = "taobao_userbehavior_sample/UserBehavior_head.csv.gz"
+ROOT = Path(__file__).resolve().parent.parent
+README_BEGIN, README_END = "<!-- bench-scale:begin -->", "<!-- bench-scale:end -->"
+TARGETS = {"linear_rows_per_s_1m_vs_100k": 0.7, "rss_1m_vs_100k": 1.5, "extrapolated_10m_7day_peak_gb": 8.0,
+           "softlabel_vs_bare": 0.9, "softlabel_speedup": 1.5, "student_epoch_speedup": 1.8,
+           "celery_2_vs_1_wall": 0.7}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------- one stage, in a child process
+
+
+def _use_case(spec: dict[str, Any]):
+    from kd_tasks.use_cases import get_use_case
+
+    uc = get_use_case(spec["use_case"])
+    return uc.with_overrides(distill={"epochs": 1, "lookback_days": 1}, labelling={"label_threads": spec["threads"]},
+                             extract_lookback_days=spec.get("days", 1), teacher_dir=spec["teacher_dir"])
+
+
+def run_stage(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage of one night as the DAG task would; return rows, wall time and peak RSS."""
+    os.environ["KD_HOME"] = spec["home"]
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from kd_tasks.storage.runs import RunDir
+
+    uc, ds, stage = _use_case(spec), spec["ds"], spec["stage"]
+    started = time.perf_counter()
+    if stage == "extract":
+        from kd_tasks.stages.extract import extract_partition
+
+        rows = extract_partition(uc, ds, spec["warehouse"])["rows"]
+    elif stage == "soft_labels":
+        from kd_tasks.stages.soft_labels import generate_soft_labels
+
+        done = generate_soft_labels(uc, ds, lookback_days=1)
+        rows = done["rows_labelled"]
+        RunDir.create(uc.name, "bench").write("soft_labels", done)
+    elif stage == "train":
+        from kd_tasks.stages.distill import distill_student
+
+        run = RunDir.create(uc.name, "bench")
+        labelled = run.read("soft_labels")
+        rows = distill_student(uc, ds, labelled["teacher_version"], run, labelling=labelled["labelling"])["train_rows"]
+    elif stage == "evaluate":
+        from kd_tasks.stages.evaluate import evaluate_student
+
+        run = RunDir.create(uc.name, "bench")
+        distilled = run.read("distill")
+        report = evaluate_student(uc, ds, distilled["teacher_version"], run, labelling=distilled["labelling"])
+        rows = report["eval_rows"]
+    else:
+        raise SystemExit(f"unknown stage {stage}")
+    wall = time.perf_counter() - started
+    return {"rows": int(rows), "wall_s": round(wall, 3), "rows_per_s": round(rows / max(wall, 1e-9), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", json.dumps(spec)], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "KD_HOME": spec["home"]})
+    if out.returncode != 0:
+        raise RuntimeError(f"stage {spec['stage']} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- warehouses and teachers
+
+
+def warehouse(engine: str, home: Path, name: str) -> str:
+    """A fresh warehouse: a SQLite file under ``home`` or a new database on the PostgreSQL server."""
+    if engine == "sqlite":
+        path = home / "warehouse.db"
+        path.unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+    import psycopg2
+
+    admin_uri = os.environ.get("KD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres")
+    admin = psycopg2.connect(admin_uri)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name} with (force)")
+        cur.execute(f"create database {name}")
+    admin.close()
+    return admin_uri.rsplit("/", 1)[0] + f"/{name}"
+
+
+def tiny_text_teacher(root: Path, labels: list[str]) -> Path:
+    """A tiny random BERT classifier published as a teacher (speed of the pipeline, not of a model)."""
+    from kd_tasks.config import TeacherTrainConfig
+    from kd_tasks.models.hf_text import bootstrap_teacher, create_tiny_base_model
+
+    target = root / "teachers" / "tiny_text"
+    if not (target / "kd_manifest.json").exists():
+        base = create_tiny_base_model(root / "tiny_base")
+        bootstrap_teacher([f"{label} item" for label in labels] * 4, labels * 4, target, base_model=str(base),
+                          config=TeacherTrainConfig(epochs=1, max_rows=64))
+    return target
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+def catalogue_runs(root: Path, sizes: list[int], engines: list[str], threads: int) -> list[dict[str, Any]]:
+    from kd_tasks.loaders.catalogue import load_products
+    from kd_tasks.loaders.synthetic import CATALOGUE, generate_catalogue
+
+    teacher = tiny_text_teacher(root, sorted(CATALOGUE))
+    out = []
+    for engine in engines:
+        for n in sizes:
+            home = root / "product_category" / engine / str(n)
+            home.mkdir(parents=True, exist_ok=True)
+            uri = warehouse(engine, home, f"kd_bench_scale_{n}")
+            t = time.perf_counter()
+            load_products(uri, generate_catalogue(n, days=1, end_date=DS, seed=n), replace=True)
+            log.info("product_category %s %d: catalogue loaded in %.0fs", engine, n, time.perf_counter() - t)
+            for stage in ("extract", "soft_labels", "train", "evaluate"):
+                spec = {"use_case": "product_category", "stage": stage, "ds": DS, "home": str(home),
+                        "warehouse": uri, "teacher_dir": str(teacher), "threads": threads}
+                result = child(spec)
+                out.append({"use_case": "product_category", "stage": stage, "engine": engine, "size": n,
+                            "dtype": "fp32", "batch": 64 if stage == "soft_labels" else None, **result})
+                log.info("%s", out[-1])
+    return out
+
+
+def intent_runs(root: Path, day_counts: list[int], engines: list[str], events_per_day: int,
+                datasets: Path | None, threads: int) -> list[dict[str, Any]]:
+    from kd_tasks.loaders.events import load_events, read_taobao
+    from kd_tasks.loaders.synthetic import generate_events
+
+    out = []
+    sources = [("synthetic", None)] + ([("taobao", datasets / TAOBAO)] if datasets else [])
+    for engine in engines:
+        for source, path in sources:
+            home = root / "purchase_intent" / engine / source
+            home.mkdir(parents=True, exist_ok=True)
+            uri = warehouse(engine, home, f"kd_bench_scale_{source}")
+            t = time.perf_counter()
+            events = (generate_events(max(day_counts), events_per_day, INTENT_DS) if path is None
+                      else read_taobao(path)[0])
+            loaded = load_events(uri, events, replace=True)
+            log.info("purchase_intent %s %s: %d events loaded in %.0fs", engine, source, loaded["events"],
+                     time.perf_counter() - t)
+            for days in day_counts:
+                spec = {"use_case": "purchase_intent", "stage": "extract", "ds": INTENT_DS, "days": days,
+                        "home": str(home / f"days={days}"), "warehouse": uri, "teacher_dir": "", "threads": threads}
+                result = child(spec)
+                out.append({"use_case": "purchase_intent", "stage": "extract", "engine": engine, "source": source,
+                            "days": days, "dtype": None, "batch": None, **result})
+                log.info("%s", out[-1])
+    return out
+
+
+def teacher_throughput(datasets: Path | None, rows: int, threads: int, repeats: int = 3) -> dict[str, Any]:
+    """The soft-label stage vs a bare loop and vs the unsorted labelling, on real titles with MiniLM."""
+    import statistics
+
+    import numpy as np
+    import pyarrow as pa
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kd_tasks.loaders.catalogue import read_fashion_styles
+    from kd_tasks.models.hf_text import pretrained_encoder_path
+    from kd_tasks.stages.soft_labels import label_shard
+    from kd_tasks.storage import lake
+    from kd_tasks.storage.teachers import publish_teacher
+    from kd_tasks.use_cases import get_use_case
+
+    torch.set_num_threads(threads)
+    if datasets is None:
+        return {}
+    records = read_fashion_styles(datasets / "fashion_product_styles")[:rows]
+    texts = [r["productDisplayName"] or "" for r in records]
+    path = pretrained_encoder_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=45).eval()
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="kd-bench-teacher-"))
+    teacher_dir = root / "teacher"
+
+    def write(tmp: Path) -> dict[str, Any]:  # MiniLM with a 45-class head: the size of a real teacher
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        return {"family": "hf_sequence_classifier", "label_names": [f"c{k}" for k in range(45)], "max_length": 32}
+
+    version = publish_teacher(teacher_dir, write)["version"]
+
+    os.environ["KD_HOME"] = str(root / "home")
+    uc = get_use_case("product_category").with_overrides(teacher_dir=str(teacher_dir),
+                                                         labelling={"label_threads": threads})
+    lake.write_shards(lake.extract_dir(uc.name, DS), [pa.table({
+        "product_id": [str(r["id"]) for r in records], "title": texts, "category": [None] * len(texts)},
+        schema=pa.schema([("product_id", pa.string()), ("title", pa.string()), ("category", pa.string())]))],
+        {"use_case": uc.name})
+    lengths = np.array([len(x) for x in tok(texts, truncation=True, max_length=32)["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")
+    batch = 64
+
+    def bare(sequence):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(sequence), batch):
+                enc = tok([texts[k] for k in sequence[i:i + batch]], padding=True, truncation=True, max_length=32,
+                          return_tensors="pt")
+                model(**enc)
+        return time.perf_counter() - started
+
+    def stage():
+        import shutil
+
+        shutil.rmtree(Path(os.environ["KD_HOME"]) / "lake" / uc.name / "soft_labels", ignore_errors=True)
+        started = time.perf_counter()
+        label_shard(uc, DS, 0, version)
+        return time.perf_counter() - started
+
+    times = {"stage": [], "bare_sorted": [], "unsorted": []}
+    for _ in range(repeats):  # interleaved, so a load change hits all three alike
+        times["stage"].append(stage())
+        times["bare_sorted"].append(bare(order))
+        times["unsorted"].append(bare(np.arange(len(texts))))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"rows": len(texts), "threads": threads, "batch": batch, "seconds_median_of_3": med,
+            "rows_per_s": {k: round(len(texts) / v, 1) for k, v in med.items()},
+            "softlabel_vs_bare": round(med["bare_sorted"] / med["stage"], 3),
+            "softlabel_speedup_sorted": round(med["unsorted"] / med["stage"], 3)}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio(stages: list[dict[str, Any]], key: str, big: Any, small: Any, **match: Any) -> dict[str, Any]:
+    """For each (stage, engine): ``key`` at size ``big`` over ``key`` at size ``small``."""
+    out = {}
+    rows = [s for s in stages if all(s.get(k) == v for k, v in match.items())]
+    for s in rows:
+        if s.get("size", s.get("days")) != big:
+            continue
+        other = [o for o in rows if o["stage"] == s["stage"] and o["engine"] == s["engine"]
+                 and o.get("source") == s.get("source") and o.get("size", o.get("days")) == small]
+        if other:
+            out[f"{s['use_case']}/{s['stage']}/{s['engine']}" + (f"/{s['source']}" if s.get("source") else "")] = \
+                round(s[key] / max(other[0][key], 1e-9), 3)
+    return out
+
+
+def extrapolate_10m_7day_gb(stages: list[dict[str, Any]], sizes: list[int]) -> float | None:
+    """Peak RSS of the product_category train stage, extrapolated linearly from the two largest sizes to a
+    7-day window of 10M rows per night with 45 classes (logits scaled from the synthetic 12 classes)."""
+    train = sorted((s for s in stages if s["use_case"] == "product_category" and s["stage"] == "train"
+                    and s["engine"] == "sqlite"), key=lambda s: s["size"])
+    if len(train) < 2:
+        return None
+    a, b = train[-2], train[-1]
+    per_row_mb = (b["peak_rss_mb"] - a["peak_rss_mb"]) / max(b["size"] - a["size"], 1)
+    rows = 70_000_000
+    logits_extra_mb = rows * (45 - 12) * 4 / 2**20
+    return round((a["peak_rss_mb"] + per_row_mb * (rows - a["size"]) + logits_extra_mb) / 1024, 2)
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    lines = [README_BEGIN, "", f"Measured on {report['machine']['cpu']} ({report['machine']['threads']} threads, "
+             f"load average {report['machine']['load_avg']}), {report['measured_at']}:", "",
+             "| use case | stage | engine | rows | wall s | rows/s | peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    for s in report["stages"]:
+        where = s["engine"] + (f" ({s['source']}, {s['days']} d)" if s.get("source") else "")
+        lines.append(f"| {s['use_case']} | {s['stage']} | {where} | {s['rows']:,} | {s['wall_s']} | "
+                     f"{s['rows_per_s']:,.0f} | {s['peak_rss_mb']:,.0f} |")
+    lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
+    for name, t in report["targets"].items():
+        lines.append(f"| {name} | {t['value']} | {t['goal']} | {'yes' if t['met'] else 'no' if t['met'] is False else 'not measured'} |")
+    return "\n".join(lines + ["", README_END])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="catalogue sizes (rows per night)")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--intent-days", default="1,2,4,8")
+    parser.add_argument("--events-per-day", type=int, default=1_000_000)
+    parser.add_argument("--teacher-rows", type=int, default=4000, help="real titles for the teacher throughput")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--out", default=None, help="default: $KD_HOME/bench/scale.json")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_stage(json.loads(args.child))))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from kd_tasks.home import kd_home
+
+    home = kd_home()
+    root = home / "bench" / "scale"
+    root.mkdir(parents=True, exist_ok=True)
+    datasets = Path(os.environ.get("KD_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = datasets if (datasets / "fashion_product_styles").is_dir() else None
+    sizes = [int(x) for x in args.sizes.split(",")]
+    engines = args.engines.split(",")
+    days = [int(x) for x in args.intent_days.split(",")]
+    load = os.getloadavg()
+    stages = catalogue_runs(root, sizes, engines, args.threads)
+    stages += intent_runs(root, days, engines, args.events_per_day, datasets, args.threads)
+    teacher = teacher_throughput(datasets, args.teacher_rows, args.threads)
+    big, small = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
+    linear = {**ratio(stages, "rows_per_s", big, small, use_case="product_category"),
+              **ratio(stages, "rows_per_s", days[-1], days[-2], use_case="purchase_intent")}
+    rss = ratio(stages, "peak_rss_mb", big, small, use_case="product_category")
+    extrapolated = extrapolate_10m_7day_gb(stages, sizes)
+    ratios = {"softlabel_vs_bare": teacher.get("softlabel_vs_bare"),
+              "softlabel_speedup_sorted": teacher.get("softlabel_speedup_sorted"),
+              "softlabel_speedup_int8": None, "int8_top1_agreement": None, "student_epoch_speedup": None,
+              "student_quality_delta_max": None, "celery_2_vs_1_wall": None,
+              "rows_per_s_big_over_small": linear, "peak_rss_big_over_small": rss}
+
+    def target(value: Any, goal: float, higher: bool) -> dict[str, Any]:
+        met = None if value is None else (value >= goal if higher else value <= goal)
+        return {"value": value, "goal": (">= " if higher else "<= ") + str(goal), "met": met}
+
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                    "load_avg": [round(x, 2) for x in load]},
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sizes": sizes, "events_per_day": args.events_per_day, "stages": stages, "teacher": teacher,
+        "ratios": ratios, "extrapolated_10m_7day_peak_gb": extrapolated, "gpu": None,
+        "targets": {
+            "linear_rows_per_s_1m_vs_100k": target(min(linear.values()) if linear else None,
+                                                   TARGETS["linear_rows_per_s_1m_vs_100k"], True),
+            "rss_1m_vs_100k": target(max(rss.values()) if rss else None, TARGETS["rss_1m_vs_100k"], False),
+            "extrapolated_10m_7day_peak_gb": target(extrapolated, TARGETS["extrapolated_10m_7day_peak_gb"], False),
+            "softlabel_vs_bare": target(ratios["softlabel_vs_bare"], TARGETS["softlabel_vs_bare"], True),
+            "softlabel_speedup": target(ratios["softlabel_speedup_sorted"], TARGETS["softlabel_speedup"], True),
+            "student_epoch_speedup": target(None, TARGETS["student_epoch_speedup"], True),
+            "celery_2_vs_1_wall": target(None, TARGETS["celery_2_vs_1_wall"], False),
+        },
+    }
+    out = Path(args.out) if args.out else home / "bench" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s", out)
+    if args.update_readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        if README_BEGIN in text:
+            start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+            readme.write_text(text[:start] + readme_table(report) + text[end:])
+    print(readme_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
