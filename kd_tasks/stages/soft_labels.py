@@ -79,6 +79,15 @@ class _Teachers:
 
     def __init__(self, use_case: UseCase):
         self.use_case, self.teacher, self.placed, self._version = use_case, None, None, None
+        self._threads_before: int | None = None
+
+    def close(self) -> None:
+        """Give the process back its CPU thread count (labelling in process, between other stages)."""
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def version(self) -> str:
         if self._version is None:
@@ -87,8 +96,11 @@ class _Teachers:
 
     def get(self, cfg: LabelConfig) -> tuple[Any, dict[str, Any]]:
         if self.teacher is None:
+            import torch
+
             device = runtime.select_device(cfg.label_device)
             dtype = runtime.check_dtype(cfg.label_dtype, device)
+            self._threads_before = torch.get_num_threads()
             threads = runtime.cpu_threads(cfg.label_threads)
             self.teacher = load_teacher(self.use_case.resolved_teacher_dir()).prepare(device, dtype)
             self.placed = {"device": device, "device_name": runtime.device_name(device), "dtype": dtype,
@@ -108,7 +120,12 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
     device, dtype, threads, batch size and rows/s. Refuses to label when the teacher or the dtype
     changed since the plan (the window would mix labellings).
     """
-    teachers = teachers or _Teachers(use_case)
+    if teachers is None:  # a task of its own: its teacher, and the thread count restored after
+        teachers = _Teachers(use_case)
+        try:
+            return label_shard(use_case, day, shard, labelling, home, teachers)
+        finally:
+            teachers.close()
     version = teachers.version()
     current = runtime.labelling(version, use_case.labelling.label_dtype)
     if current != labelling:
@@ -194,6 +211,9 @@ def generate_soft_labels(use_case: UseCase, ds: str, lookback_days: int | None =
     ``collect``'s summary."""
     plan = plan_shards(use_case, ds, lookback_days, home)
     teachers = _Teachers(use_case)
-    results = [label_shard(use_case, p["day"], p["shard"], plan["labelling"], home, teachers)
-               for p in plan["shards"]]
+    try:
+        results = [label_shard(use_case, p["day"], p["shard"], plan["labelling"], home, teachers)
+                   for p in plan["shards"]]
+    finally:
+        teachers.close()
     return collect(plan, results)

@@ -81,3 +81,19 @@ def test_progress_lines_name_rows_rate_and_eta(caplog):
         progress(400)
     assert [r.getMessage() for r in caplog.records] == [
         "soft labels ds=2024-01-10 shard 3: 400/1000 rows (20 rows/s, ETA 30 s)"]
+
+
+def test_labelling_in_process_gives_the_thread_count_back(kd_home, tiny_teacher):
+    import torch
+
+    from conftest import DS
+    from kd_tasks.nightly import resolve_use_case
+    from kd_tasks.stages.extract import extract_partition
+    from kd_tasks.stages.soft_labels import generate_soft_labels
+
+    uc = resolve_use_case("product_category", {"extract_lookback_days": 3, "label_threads": 1})
+    extract_partition(uc, DS, f"sqlite:///{kd_home / 'warehouse.db'}")
+    before = torch.get_num_threads()
+    done = generate_soft_labels(uc, DS)
+    assert {r["threads"] for r in done["runs"]} == {1}  # the teacher ran on the threads asked for
+    assert torch.get_num_threads() == before  # and the stages after it get theirs back
