@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import UseCase
+from ..home import kd_home
 from ..metrics import agreement
 from ..models import load_student, load_teacher
 from ..models.inputs import take
@@ -68,6 +69,7 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
     """
     task = get_task(use_case.task)
     # the teacher's latency is measured once per teacher version (it does not change night to night)
+    home = home or kd_home()
     profile = teachers.read_profile(use_case.name, teacher_version, home) if measure_latency else None
     window = load_window(use_case, ds, labelling or teacher_version, use_case.distill.lookback_days, home,
                          with_teacher_inputs=measure_latency and profile is None)

@@ -116,16 +116,15 @@ def recover_teacher(out_dir: str | Path) -> bool:
     return False
 
 
-def profile_path(use_case: str, version: str, home: Path | None = None) -> Path:
-    """Where the latency profile of one teacher version is kept: ``profiles/<use_case>/teacher-<version>.json``."""
+def profile_path(use_case: str, version: str, home: Path) -> Path:
+    """Where the latency profile of one teacher version is kept: ``<home>/profiles/<use_case>/teacher-<version>.json``."""
     from .. import names
-    from ..home import kd_home
 
-    base = names.child((home or kd_home()) / "profiles", names.use_case_name(use_case))
+    base = names.child(Path(home) / "profiles", names.use_case_name(use_case))
     return base / f"teacher-{names.version(version, 'teacher version')}.json"
 
 
-def read_profile(use_case: str, version: str, home: Path | None = None) -> dict[str, Any] | None:
+def read_profile(use_case: str, version: str, home: Path) -> dict[str, Any] | None:
     """The teacher version's latency profile measured by an earlier night, or None (also when damaged:
     then it is measured again)."""
     path = profile_path(use_case, version, home)
@@ -139,5 +138,5 @@ def read_profile(use_case: str, version: str, home: Path | None = None) -> dict[
     return profile if isinstance(profile, dict) and "p50_ms_b1" in profile else None
 
 
-def write_profile(use_case: str, version: str, profile: Mapping[str, Any], home: Path | None = None) -> Path:
+def write_profile(use_case: str, version: str, profile: Mapping[str, Any], home: Path) -> Path:
     return files.write_json(profile_path(use_case, version, home), dict(profile))
