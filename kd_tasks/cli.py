@@ -9,7 +9,7 @@
     python -m kd_tasks.cli rollback --version 3f2a9c01b7de --reason "INC-42"
     python -m kd_tasks.cli sweep                # remove leftovers of killed writes under KD_HOME
 
-The warehouse is ``--warehouse`` (a URI), else ``$KD_WAREHOUSE``, else ``sqlite:///$KD_HOME/warehouse.db``.
+The warehouse is ``--warehouse`` (a SQLAlchemy URL), else ``$KD_WAREHOUSE``, else ``sqlite:///$KD_HOME/warehouse.db``.
 Errors are one line naming the fix; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _add_use_case(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kd_tasks.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warehouse", default=None, help="warehouse URI (sqlite:///... or postgresql://...)")
+    parser.add_argument("--warehouse", default=None, help="warehouse URL (sqlite:///..., postgresql://... or mysql+pymysql://...)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
