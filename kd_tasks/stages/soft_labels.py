@@ -134,7 +134,7 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
                              "from the plan")
     directory, name = lake.extract_dir(use_case.name, day, home), lake.shard_name(shard)
     fix = lake.extract_fix(use_case.name, day, home)
-    extract = lake.read_shard(directory, name, "extract", fix)
+    extract = lake.read_partition(directory / name, "extract", fix)
     ids = extract.column(use_case.id_column)
     inputs = teacher_inputs(use_case, extract)
     fingerprint = extract_fingerprint(ids.to_pylist(), inputs)

@@ -72,7 +72,7 @@ def load_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
         day_parts = []
         for name in lake.shards(directory, "extract", fix):
             shard = lake.shard_index(name)
-            extract = lake.read_shard(directory, name, "extract", fix, columns=columns)
+            extract = lake.read_partition(directory / name, "extract", fix, columns=columns)
             soft_ids, logits, provenance = lake.read_soft_labels(use_case.name, labelling, day, shard, soft_fix, home)
             if label_names is None:
                 label_names = provenance.get("label_names")

@@ -184,9 +184,9 @@ def write_shards(directory: Path, shards: Iterable[pa.Table], provenance: Mappin
     return files.publish_dir(directory, build, swap_fault="partition_swap")
 
 
-def shards(directory: Path, what: str, fix: str) -> list[str]:
-    """The shard files of a partition folder, in order, from its manifest. A folder written before
-    manifests (its one ``part-0.parquet``) is verified by decoding and given a manifest."""
+def _shard_manifest(directory: Path, what: str, fix: str) -> dict[str, Any]:
+    """The manifest of a partition folder (a folder written before manifests, its one ``part-0.parquet``,
+    is verified by decoding and given one), with at least one file listed."""
     if not directory.is_dir():
         raise PartitionMissingError(f"{what} partition {directory} does not exist; {fix}")
     if not files.has_manifest(directory):
@@ -195,29 +195,28 @@ def shards(directory: Path, what: str, fix: str) -> list[str]:
     listed = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(listed, dict) or not listed:
         raise files.IntegrityError(f"{what} manifest {directory / files.FILES_MANIFEST} lists no files; {fix}")
-    return sorted(listed, key=shard_index)
+    return manifest
+
+
+def shards(directory: Path, what: str, fix: str) -> list[str]:
+    """The shard files of a partition folder, in order, from its manifest."""
+    return sorted(_shard_manifest(directory, what, fix)["files"], key=shard_index)
 
 
 def partition_info(directory: Path, what: str = "extract", fix: str = "re-extract it") -> dict[str, Any]:
     """What a sharded partition's manifest records about it: provenance, ``rows``, ``labelled``,
     ``shards`` (a partition written before shards: its one file's provenance)."""
-    names_ = shards(directory, what, fix)
-    manifest = files.read_json(directory / files.FILES_MANIFEST, f"{what} manifest", fix)
-    info = manifest.get("partition")
-    if isinstance(info, dict):
-        return info
+    manifest = _shard_manifest(directory, what, fix)
+    if isinstance(manifest.get("partition"), dict):
+        return manifest["partition"]
+    names_ = sorted(manifest["files"], key=shard_index)
     return {**read_provenance(directory / names_[0], what, fix), "shards": len(names_)}
-
-
-def read_shard(directory: Path, name: str, what: str, fix: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """One verified shard of a partition folder."""
-    return read_partition(directory / name, what, fix, columns)
 
 
 def read_extract(use_case: str, ds: str, columns: Sequence[str] | None = None, home: Path | None = None) -> pa.Table:
     """A whole extract partition (every shard, in order) as one table."""
     directory, fix = extract_dir(use_case, ds, home), extract_fix(use_case, ds, home)
-    parts = [read_shard(directory, n, "extract", fix, columns) for n in shards(directory, "extract", fix)]
+    parts = [read_partition(directory / n, "extract", fix, columns) for n in shards(directory, "extract", fix)]
     return pa.concat_tables(parts, promote_options="permissive")
 
 

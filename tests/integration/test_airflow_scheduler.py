@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -322,7 +323,7 @@ def _shards_run_by(c: Cluster, worker: str, run_id: str) -> set[int]:
     """Map indexes of generate_soft_labels of ``run_id`` that ``worker`` executed (from its log)."""
     lines = (c.root / f"{worker}.log").read_text().splitlines()
     return {int(m) for line in lines if "Executing workload" in line and "generate_soft_labels" in line
-            and run_id in line for m in __import__("re").findall(r"map_index=(\d+)", line)}
+            and run_id in line for m in re.findall(r"map_index=(\d+)", line)}
 
 
 def test_shards_spread_over_two_celery_workers_give_the_same_night_as_the_local_executor(cluster):
