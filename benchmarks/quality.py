@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="one data set, 1,200 rows, a tiny teacher and 2 epochs: checks the code, not the numbers")
     p.add_argument("--base-model", default=None, help="local HF directory for the teacher (default: MiniLM)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparse-embedding", choices=("on", "off"), default=None,
+                   help="train the students' embedding with SparseAdam (on) or AdamW (off); default: the use case's")
     p.add_argument("--update-readme", action="store_true", help="rewrite the README's benchmark table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             base_model = str(cache / "tiny_base")
             if not Path(base_model, "config.json").exists():
                 create_tiny_base_model(base_model)
+    if args.sparse_embedding is not None:
+        distill = replace(distill, sparse_embedding=args.sparse_embedding == "on")
     if args.only:
         runs = [r for r in runs if f"{r.dataset}:{r.label}:{r.regime}" in args.only]
         if not runs:

@@ -60,6 +60,13 @@ class DistillConfig:
     lookback_days: int = field(default=7, metadata=param(
         "Training window: soft-label partitions ds-lookback+1 .. ds.", minimum=1, maximum=90))
     warm_start: bool = True  # start from the champion's weights when it is compatible
+    # Sparse gradients for a student's embedding table (SparseAdam on the rows a batch touches, AdamW
+    # on the rest) where its family has one; False: AdamW on every weight.
+    sparse_embedding: bool = False
+    block_rows: int = field(default=200_000, metadata=param(
+        "Rows of the window held in memory at once: training shuffles the window's shards a block of this "
+        "many rows at a time, evaluation scores a block at a time. A window of at most this many training "
+        "rows is shuffled as one.", minimum=1000))
     # The objective: loss term name (kd_tasks.losses.LOSS_TERMS) -> weight; None = the task's default
     loss_terms: Mapping[str, float] | None = None
 
@@ -76,6 +83,8 @@ class DistillConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lookback_days < 1:
             raise ConfigError(f"lookback_days must be >= 1, got {self.lookback_days}")
+        if self.block_rows < 1000:
+            raise ConfigError(f"block_rows must be >= 1000, got {self.block_rows}")
         if self.loss_terms is not None:
             terms = dict(self.loss_terms)
             unknown = sorted(set(terms) - set(LOSS_TERMS))

@@ -8,14 +8,22 @@ import numpy as np
 
 def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class recall over the label names present in ``gold``."""
+    codes: dict[str, int] = {}
+    gold_codes = np.array([codes.setdefault(g, len(codes)) for g in gold], dtype=np.int32)
+    pred_codes = np.array([codes.setdefault(p, len(codes)) for p in pred], dtype=np.int32)
+    return coded_classification_metrics(gold_codes, pred_codes, list(codes))
+
+
+def coded_classification_metrics(gold: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """``classification_metrics`` of label codes (``names[code]`` is the label), in the labels' name order."""
     from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-    labels = sorted(set(gold))
+    labels = sorted(set(np.unique(gold).tolist()), key=lambda c: names[c])
     recall = recall_score(gold, pred, labels=labels, average=None, zero_division=0)
     return {
         "accuracy": float(accuracy_score(gold, pred)),
         "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
-        "per_class_recall": {label: float(r) for label, r in zip(labels, recall)},
+        "per_class_recall": {names[c]: float(r) for c, r in zip(labels, recall)},
     }
 
 
@@ -53,9 +61,27 @@ def agreement(teacher_logits: np.ndarray, student_logits: np.ndarray) -> dict[st
     One logit per row (binary) is read as the two-class logits [0, z]: agreement is then the share of
     rows where both sides are on the same side of p = 0.5, and KL the Bernoulli KL.
     """
-    if teacher_logits.shape[1] == 1:
-        teacher_logits = np.concatenate([np.zeros_like(teacher_logits), teacher_logits], axis=1)
-        student_logits = np.concatenate([np.zeros_like(student_logits), student_logits], axis=1)
-    lt, ls = log_softmax(teacher_logits), log_softmax(student_logits)
-    kl = (np.exp(lt) * (lt - ls)).sum(axis=1)
-    return {"top1_agreement": float((lt.argmax(1) == ls.argmax(1)).mean()), "mean_kl": float(kl.mean())}
+    acc = Agreement()
+    acc.add(teacher_logits, student_logits)
+    return acc.result()
+
+
+class Agreement:
+    """``agreement`` over rows seen a block at a time."""
+
+    def __init__(self) -> None:
+        self.rows, self.same, self.kl = 0, 0, 0.0
+
+    def add(self, teacher_logits: np.ndarray, student_logits: np.ndarray) -> None:
+        if teacher_logits.shape[1] == 1:
+            teacher_logits = np.concatenate([np.zeros_like(teacher_logits), teacher_logits], axis=1)
+            student_logits = np.concatenate([np.zeros_like(student_logits), student_logits], axis=1)
+        lt, ls = log_softmax(teacher_logits), log_softmax(student_logits)
+        self.kl += float((np.exp(lt) * (lt - ls)).sum(axis=1).sum(dtype=np.float64))
+        self.same += int((lt.argmax(1) == ls.argmax(1)).sum())
+        self.rows += len(lt)
+
+    def result(self) -> dict[str, float]:
+        n = max(self.rows, 1)
+        return {"top1_agreement": self.same / n if self.rows else float("nan"),
+                "mean_kl": self.kl / n if self.rows else float("nan")}

@@ -28,11 +28,77 @@ class Task:
         """The training target of each gold label; ``NO_LABEL`` where there is none (or an unknown one)."""
         raise NotImplementedError
 
+    def scorer(self, label_names: Sequence[str]) -> "Scorer":
+        """An accumulator of the task's metrics over blocks of rows (``add``, then ``result``)."""
+        raise NotImplementedError
+
     def quality(self, label_names: Sequence[str], gold: Sequence[Any], logits: np.ndarray,
                 groups: Sequence[Any] | None = None) -> dict[str, Any]:
         """The task's metrics of ``logits`` against ``gold``; ``groups`` (the use case's grouping key per
         row) is for tasks whose metrics are per group."""
+        scorer = self.scorer(label_names)
+        scorer.add(gold, logits, groups)
+        return scorer.result()
+
+
+class Scorer:
+    """A task's metrics over rows seen a block at a time: it keeps what the metrics need per row (a
+    predicted class, a score), never the logits."""
+
+    def add(self, gold: Sequence[Any], logits: np.ndarray, groups: Sequence[Any] | None = None) -> None:
         raise NotImplementedError
+
+    def result(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class MulticlassScorer(Scorer):
+    """Gold labels and argmax predictions as codes of the label names seen (the teacher's first, then
+    any gold label it does not know), so a class the model never predicts still counts."""
+
+    def __init__(self, label_names: Sequence[str]):
+        import numpy as np
+
+        self.codes: dict[str, int] = {str(n): i for i, n in enumerate(label_names)}
+        self.pred_code = np.array([self.codes[str(n)] for n in label_names], dtype=np.int32)
+        self.gold: list[np.ndarray] = []
+        self.pred: list[np.ndarray] = []
+
+    def add(self, gold, logits, groups=None):
+        import numpy as np
+
+        self.gold.append(np.fromiter((self.codes.setdefault(str(g), len(self.codes)) for g in gold), np.int32,
+                                     len(gold)))
+        self.pred.append(self.pred_code[logits.argmax(axis=1)] if len(gold) else np.zeros(0, np.int32))
+
+    def result(self):
+        import numpy as np
+
+        from . import metrics
+
+        gold = np.concatenate(self.gold) if self.gold else np.zeros(0, np.int32)
+        if not len(gold):
+            return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
+        return metrics.coded_classification_metrics(gold, np.concatenate(self.pred), list(self.codes))
+
+
+class BinaryScorer(Scorer):
+    def __init__(self):
+        self.gold: list[int] = []
+        self.scores: list[np.ndarray] = []
+
+    def add(self, gold, logits, groups=None):
+        import numpy as np
+
+        self.gold.extend(int(g) for g in gold)
+        self.scores.append(np.asarray(logits, dtype=np.float64).reshape(-1))
+
+    def result(self):
+        import numpy as np
+
+        from . import metrics
+
+        return metrics.binary_metrics(self.gold, np.concatenate(self.scores) if self.scores else np.zeros(0))
 
 
 class Multiclass(Task):
@@ -51,13 +117,8 @@ class Multiclass(Task):
         pos = {n: i for i, n in enumerate(label_names)}
         return np.array([pos.get(str(g), NO_LABEL) if g is not None else NO_LABEL for g in gold], dtype=np.int64)
 
-    def quality(self, label_names, gold, logits, groups=None):
-        if not len(gold):
-            return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
-        from . import metrics
-
-        pred = [label_names[i] for i in logits.argmax(axis=1)]
-        return metrics.classification_metrics([str(g) for g in gold], pred)
+    def scorer(self, label_names):
+        return MulticlassScorer(label_names)
 
 
 class Binary(Task):
@@ -75,10 +136,8 @@ class Binary(Task):
 
         return np.array([int(g) if g is not None and int(g) in (0, 1) else NO_LABEL for g in gold], dtype=np.int64)
 
-    def quality(self, label_names, gold, logits, groups=None):
-        from . import metrics
-
-        return metrics.binary_metrics([int(g) for g in gold], logits)
+    def scorer(self, label_names):
+        return BinaryScorer()
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (Multiclass(), Binary())}

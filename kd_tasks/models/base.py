@@ -13,8 +13,8 @@ DEFAULT_FAMILY = "hashed_ngram_mlp"  # a student.json without "family" was writt
 
 
 class SavedStudent:
-    """A family adds ``create``, ``config_for``, ``config``, ``from_config``, ``prepare``,
-    ``forward_rows`` and ``logits``."""
+    """A family adds ``create``, ``config_for``, ``config``, ``from_config``, ``prepare`` (a tuple of
+    arrays), ``forward_rows`` and ``logits``."""
 
     family: str
     net: Any
@@ -50,6 +50,22 @@ class SavedStudent:
         """What ``prepare``'s output depends on besides the rows: students with equal keys share the
         features of one window (featurised once per night, not once per student)."""
         return (self.family,)
+
+    def optimizer(self, learning_rate: float, sparse: bool) -> Any:
+        """The training optimiser: AdamW over every weight (a family with sparse gradients may split it)."""
+        import torch
+
+        return torch.optim.AdamW(self.net.parameters(), lr=learning_rate, weight_decay=1e-4)
+
+    @staticmethod
+    def join_prepared(parts: Sequence[tuple]) -> tuple:
+        """The prepared features of several parts (``prepare`` returns a tuple of arrays, one row per
+        row) as those of their rows back to back."""
+        if len(parts) == 1:
+            return parts[0]
+        import numpy as np
+
+        return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

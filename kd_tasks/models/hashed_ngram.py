@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from . import FAMILIES
 from .base import SavedStudent
+from .training import Optimizers
 
 FAMILY = "hashed_ngram_mlp"
 SIZES = FAMILIES[FAMILY].sizes  # name -> (hash buckets, embedding dim, hidden units)
@@ -90,9 +91,9 @@ def batch_inputs(texts: Sequence[str], n_buckets: int,
 
 
 class StudentNet(nn.Module):
-    def __init__(self, n_buckets: int, dim: int, hidden: int, n_labels: int):
+    def __init__(self, n_buckets: int, dim: int, hidden: int, n_labels: int, sparse: bool = False):
         super().__init__()
-        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode="mean")
+        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode="mean", sparse=sparse)
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -146,6 +147,26 @@ class HashedNgramStudent(SavedStudent):
         offsets = np.zeros(len(texts) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
+
+    def optimizer(self, learning_rate: float, sparse: bool) -> Any:
+        """With ``sparse``, the embedding table gets sparse gradients and ``SparseAdam`` (a step updates
+        only the rows its batch touched, not the whole table), the MLP AdamW; else AdamW over all."""
+        self.net.embedding.sparse = sparse
+        if not sparse:
+            return super().optimizer(learning_rate, sparse)
+        embedding = [self.net.embedding.weight]
+        rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
+        return Optimizers(torch.optim.SparseAdam(embedding, lr=learning_rate),
+                          torch.optim.AdamW(rest, lr=learning_rate, weight_decay=1e-4))
+
+    @staticmethod
+    def join_prepared(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        if len(parts) == 1:
+            return parts[0]
+        starts = np.cumsum([0] + [len(ids) for ids, _ in parts[:-1]])
+        offsets = [offsets[:-1] + start for (_, offsets), start in zip(parts, starts)]
+        return (np.concatenate([ids for ids, _ in parts]),
+                np.concatenate([*offsets, [sum(len(ids) for ids, _ in parts)]]).astype(np.int64))
 
     def empty_inputs(self, texts: Sequence[str]) -> int:
         """How many texts featurise to nothing (no word the featuriser keeps): the student sees them

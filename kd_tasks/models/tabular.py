@@ -106,11 +106,11 @@ class TabularStudent(SavedStudent):
         return {"size": size, "label_names": list(label_names), "feature_names": list(feature_names),
                 "hidden": list(SIZES[size])}
 
-    def prepare(self, inputs: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    def prepare(self, inputs: np.ndarray) -> tuple[np.ndarray]:
+        return (np.ascontiguousarray(inputs, dtype=np.float32),)
 
-    def forward_rows(self, prepared: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return self.net(prepared[idx])
+    def forward_rows(self, prepared: tuple[np.ndarray], idx: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.from_numpy(prepared[0][idx.numpy()]))
 
     def logits(self, inputs: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         return mlp_logits(self.net, np.asarray(inputs, dtype=np.float32).reshape(-1, len(self.feature_names)),

@@ -16,14 +16,14 @@ import numpy as np
 
 from ..config import UseCase
 from ..home import kd_home
-from ..metrics import agreement
+from ..metrics import Agreement
 from ..models import load_student, load_teacher
 from ..models.inputs import take
 from ..storage import registry, teachers
 from ..storage.files import IntegrityError
 from ..storage.runs import RunDir
 from ..tasks import get_task
-from .window import load_window
+from .window import scan_window
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,9 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
     # the teacher's latency is measured once per teacher version (it does not change night to night)
     home = home or kd_home()
     profile = teachers.read_profile(use_case.name, teacher_version, home) if measure_latency else None
-    window = load_window(use_case, ds, labelling or teacher_version, use_case.distill.lookback_days, home,
-                         with_teacher_inputs=measure_latency and profile is None)
-    held = window.subset(window.holdout & np.array([g is not None for g in window.gold], dtype=bool))
-    log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", len(held.ids),
-             window.days[0] if window.days else ds, ds)
+    scan = scan_window(use_case, ds, labelling or teacher_version, use_case.distill.lookback_days, home)
+    log.info("evaluating on %d gold-labelled held-out rows (window %s..%s)", scan.count("held"),
+             scan.days[0] if scan.days else ds, ds)
 
     models: dict[str, dict[str, Any]] = {"teacher": {"version": teacher_version}}
     dirs: dict[str, Path] = {name: run.model_dir(name) for name in ("student", "baseline")}
@@ -91,23 +89,36 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
     for name in students:
         models.setdefault(name, {})
 
-    logits = {"teacher": held.teacher_logits, **{n: s.logits(held.inputs) for n, s in students.items()}}
-    for name, z in logits.items():
-        label_names = window.label_names if name == "teacher" else students[name].label_names
-        models[name].update(task.quality(label_names, held.gold, z, held.groups))
-        if name != "teacher" and students[name].label_names == window.label_names and len(z):
-            models[name].update(agreement(held.teacher_logits, z))
+    # held-out rows a block at a time: each model's metrics accumulate, no block's logits are kept
+    scorers = {"teacher": task.scorer(scan.label_names),
+               **{n: task.scorer(s.label_names) for n, s in students.items()}}
+    agreements = {n: Agreement() for n, s in students.items() if s.label_names == scan.label_names}
+    rows = 0
+    for held in scan.blocks("held", use_case.distill.block_rows):
+        scorers["teacher"].add(held.gold, held.teacher_logits, held.groups)
+        for name, student in students.items():
+            z = student.logits(held.inputs)
+            scorers[name].add(held.gold, z, held.groups)
+            if name in agreements:
+                agreements[name].add(held.teacher_logits, z)
+        rows += len(held.ids)
+    for name, scorer in scorers.items():
+        models[name].update(scorer.result())
+        if name in agreements and rows:
+            models[name].update(agreements[name].result())
 
     teacher = load_teacher(use_case.resolved_teacher_dir())
     models["teacher"].update({"params": teacher.num_parameters(), "bytes": teacher.bytes_on_disk()})
     for name, s in students.items():
         models[name].update({"params": s.num_parameters(), "bytes": s.bytes_on_disk(dirs[name])})
-    if measure_latency and len(window.ids):
-        n = min(512, len(window.ids))
-        sample = take(window.inputs, np.arange(n))
+    first = next((p for p in scan.pieces if p.rows("all").any()), None) if measure_latency else None
+    if first is not None:  # latency on the first rows (by id) of the window's first shard
+        first = scan.block([first], "all", with_teacher_inputs=profile is None)
+        n = min(512, len(first.ids))
+        sample = take(first.inputs, np.arange(n))
         if profile is None:
             profile = {**latency_profile(lambda b: teacher.logits(b, batch_size=64),
-                                         take(window.teacher_inputs, np.arange(n))),
+                                         take(first.teacher_inputs, np.arange(n))),
                        "measured": {"ds": ds, "host": socket.gethostname(), "torch_threads": torch_threads()}}
             teachers.write_profile(use_case.name, teacher_version, profile, home)
         else:
@@ -117,7 +128,7 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
         log.info("latency p50 b1: teacher %.2f ms, student %.3f ms", models["teacher"]["p50_ms_b1"],
                  models["student"]["p50_ms_b1"])
     report = {"use_case": use_case.name, "ds": ds, "task": use_case.task, "metric": use_case.gate.metric,
-              "eval_rows": len(held.ids), "window": window.days, "teacher_version": teacher_version,
+              "eval_rows": rows, "window": scan.days, "teacher_version": teacher_version,
               "champion_version": champion_version, "models": models}
     run.write("evaluation", report)
     metric = use_case.gate.metric

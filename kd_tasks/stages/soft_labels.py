@@ -158,10 +158,12 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
     elapsed = time.perf_counter() - started
     rate = len(ids) / max(elapsed, 1e-9)
     run = {**placed, "seconds": round(elapsed, 3), "rows_per_s": round(rate, 1)}
-    lake.write_partition(lake.soft_label_table(ids, day, logits), dst, {
+    table = lake.soft_label_table(ids, day, logits)
+    lake.write_partition(table, dst, {
         "use_case": use_case.name, "ds": day, "shard": int(shard), "teacher_version": version,
         "labelling": labelling, "label_names": teacher.label_names, "extract_path": str(directory / name),
         "extract_ids": fingerprint, "extract_provenance": lake.provenance_of(extract), "run": run,
+        "logits_dtype": str(table.schema.field("logits").type.value_type),
     })
     log.info("soft labels ds=%s shard %d: %d rows in %.1fs (%.0f rows/s on %s, %s) -> %s", day, shard, len(ids),
              elapsed, rate, placed["device"], placed["dtype"], dst)

@@ -1,14 +1,21 @@
 """The training window: extract partitions joined with the current teacher's soft labels, the newest
 copy of each row, with the fixed held-out slice marked (``kd_tasks.holdout``).
+
+A window can be far larger than memory (7 nights of 10 million listings), so it is read in two steps:
+``scan_window`` reads only each shard's ids and held-out keys and decides which rows count (the newest
+copy of each id; held out or not), and ``WindowScan.blocks`` then materialises a few shards at a time
+as a ``Window`` of rows sorted by id. ``load_window`` is the whole window as one block, for windows
+known to be small (tests, benchmarks).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..config import UseCase
 from ..holdout import is_holdout
@@ -50,71 +57,179 @@ class Window:
         return get_task(self.task).gold_index(self.gold, self.label_names)
 
 
-def load_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
-                home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
-    """Rows of the extract partitions ds-lookback+1..ds with the soft labels of ``labelling`` (every
-    shard of every day), newest copy of each id."""
+@dataclass
+class Piece:
+    """One extract shard of the window and which of its rows the window keeps."""
+
+    day: str
+    shard: int
+    name: str  # the shard's file name in the day's extract folder
+    newest: np.ndarray  # bool per row: this is the window's newest copy of the row's id
+    holdout: np.ndarray  # bool per row: in the fixed held-out slice
+    labelled: np.ndarray  # bool per row: the row has a gold label
+
+    def rows(self, which: str) -> np.ndarray:
+        """Row mask of ``which``: "train" (never held out), "held" (held out, with a gold label) or "all"."""
+        if which == "train":
+            return self.newest & ~self.holdout
+        if which == "held":
+            return self.newest & self.holdout & self.labelled
+        if which == "all":
+            return self.newest
+        raise ValueError(f"which={which!r}: choose train, held or all")
+
+
+@dataclass
+class WindowScan:
+    """The window ending at ``ds`` as a list of shards, before any row's inputs or logits are read."""
+
+    use_case: UseCase
+    ds: str
+    labelling: str
+    home: Path | None
+    days: list[str]  # the partitions that contribute, oldest first
+    label_names: list[str]
+    pieces: list[Piece] = field(default_factory=list)  # oldest day first, shards in order
+
+    def count(self, which: str) -> int:
+        return int(sum(p.rows(which).sum() for p in self.pieces))
+
+    def _fix(self) -> str:
+        return f"rerun generate_soft_labels for ds={self.ds} (it relabels damaged shards of the whole window)"
+
+    def read_piece(self, piece: Piece, mask: np.ndarray, columns: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
+        """The rows ``mask`` of one shard: its extract ``columns`` and its soft labels (n, outputs)."""
+        directory = lake.extract_dir(self.use_case.name, piece.day, self.home)
+        extract = lake.read_partition(directory / piece.name, "extract",
+                                      lake.extract_fix(self.use_case.name, piece.day, self.home), columns=columns)
+        soft_ids, logits, _ = lake.read_soft_labels(self.use_case.name, self.labelling, piece.day, piece.shard,
+                                                    self._fix(), self.home)
+        if len(soft_ids) != len(mask) or not soft_ids.equals(extract.column(self.use_case.id_column).combine_chunks()):
+            raise ValueError(
+                f"soft labels for ds={piece.day} shard {piece.shard} have {len(soft_ids)} rows but the extract shard "
+                f"has {len(mask)} (or a different order); rerun generate_soft_labels for ds={piece.day}")
+        return extract.filter(pa.array(mask)), logits[mask]
+
+    def columns(self, with_teacher_inputs: bool = False) -> list[str]:
+        uc = self.use_case
+        return list(dict.fromkeys([uc.id_column, uc.label_column, *uc.input_columns,
+                                   *([uc.group_column] if uc.group_column else []),
+                                   *(uc.teacher_columns if with_teacher_inputs else ())]))
+
+    def block(self, pieces: Sequence[Piece], which: str, with_teacher_inputs: bool = False) -> Window:
+        """The rows ``which`` of ``pieces`` in memory, sorted by id."""
+        uc = self.use_case
+        parts = [self.read_piece(p, p.rows(which), self.columns(with_teacher_inputs)) for p in pieces]
+        width = parts[0][1].shape[1] if parts else max(len(self.label_names), 1)
+        if not parts or not sum(len(t) for t, _ in parts):
+            return Window([], [], [], np.zeros((0, width), np.float32), self.label_names, np.zeros(0, bool),
+                          self.days, uc.task, [] if with_teacher_inputs else None, [] if uc.group_column else None)
+        table = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
+        order = pc.sort_indices(table.column(uc.id_column))  # byte order of UTF-8 = code point order
+        table = table.take(order)
+        logits = np.concatenate([lg for _, lg in parts])[order.to_numpy()]
+        holdout = np.concatenate([p.holdout[p.rows(which)] for p in pieces])[order.to_numpy()]
+        return Window(
+            ids=table.column(uc.id_column).to_pylist(),
+            inputs=student_inputs(uc, table),
+            gold=table.column(uc.label_column).to_pylist(),
+            teacher_logits=logits,
+            label_names=self.label_names,
+            holdout=holdout,
+            days=self.days,
+            task=uc.task,
+            teacher_inputs=teacher_inputs(uc, table) if with_teacher_inputs else None,
+            groups=table.column(uc.group_column).to_pylist() if uc.group_column else None,
+        )
+
+    def blocks(self, which: str, block_rows: int, with_teacher_inputs: bool = False) -> Iterator[Window]:
+        """The rows ``which`` a block of at most ``block_rows`` rows at a time (consecutive shards; a
+        shard larger than that is a block of its own), each block sorted by id."""
+        sizes = [int(p.rows(which).sum()) for p in self.pieces]
+        for group in group_parts(sizes, block_rows):
+            yield self.block([self.pieces[i] for i in group], which, with_teacher_inputs)
+
+
+def group_parts(sizes: Sequence[int], block_rows: int, order: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices of consecutive parts (in ``order``, default as given) gathered into blocks of at most
+    ``block_rows`` rows (a part larger than that is a block of its own); empty parts are left out. Parts
+    of at most ``block_rows`` rows in all are one block."""
+    groups: list[list[int]] = []
+    size = 0
+    for i in (range(len(sizes)) if order is None else order):
+        if not sizes[i]:
+            continue
+        if not groups or size + sizes[i] > block_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(int(i))
+        size += sizes[i]
+    return groups
+
+
+def _newer_copy(ids: pa.Array, newer_days: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows whose id a later day of the window has too. Ids are compared by a 64-bit hash (within this
+    process): with 70 million ids the chance that any two distinct ids collide is about 1e-4, and a
+    collision drops one row of one night from training."""
+    hashes = np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids))
+    found = np.zeros(len(ids), bool)
+    for day in newer_days:
+        pos = np.minimum(np.searchsorted(day, hashes), max(len(day) - 1, 0))
+        found |= (day[pos] == hashes) if len(day) else False
+    return found
+
+
+def scan_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
+                home: Path | None = None) -> WindowScan:
+    """The shards of the extract partitions ds-lookback+1..ds with the soft labels of ``labelling``:
+    which rows are the newest copy of their id, which are held out and which have gold labels. Reads
+    the ids, held-out keys and gold labels only; memory is about 10 bytes per row of the window."""
+    uc = use_case
     soft_fix = f"rerun generate_soft_labels for ds={ds} (it relabels damaged shards of the whole window)"
-    columns = list(dict.fromkeys([use_case.id_column, use_case.label_column, *use_case.input_columns,
-                                  *([use_case.group_column] if use_case.group_column else []),
-                                  *(use_case.teacher_columns if with_teacher_inputs else ())]))
+    columns = list(dict.fromkeys([uc.id_column, uc.label_column, uc.holdout_column]))
     label_names = None
-    parts = []
-    days = []
-    # ds's own partition first: its label set is the window's
+    pieces: list[Piece] = []
+    days: list[str] = []
+    newer: list[np.ndarray] = []  # sorted id hashes of the days already scanned (later ones)
+    # ds's own partition first: its label set is the window's, and later copies of an id win
     for day in [ds, *reversed(lake.window_days(ds, lookback_days)[:-1])]:
-        directory = lake.extract_dir(use_case.name, day, home)
+        directory = lake.extract_dir(uc.name, day, home)
         if not directory.exists():
             if day == ds:
-                lake.read_soft_labels(use_case.name, labelling, ds, 0, soft_fix, home)  # the documented error
+                lake.read_soft_labels(uc.name, labelling, ds, 0, soft_fix, home)  # the documented error
             continue
-        fix = lake.extract_fix(use_case.name, day, home)
-        day_parts = []
+        fix = lake.extract_fix(uc.name, day, home)
+        day_pieces, day_hashes = [], []
         for name in lake.shards(directory, "extract", fix):
             shard = lake.shard_index(name)
             extract = lake.read_partition(directory / name, "extract", fix, columns=columns)
-            soft_ids, logits, provenance = lake.read_soft_labels(use_case.name, labelling, day, shard, soft_fix, home)
+            provenance = lake.read_provenance(lake.soft_label_path(uc.name, labelling, day, home, shard),
+                                              "soft-label", soft_fix)
             if label_names is None:
                 label_names = provenance.get("label_names")
                 if not label_names:
                     raise IntegrityError(f"soft labels of {labelling} for ds={ds} record no label names; "
                                          f"rerun generate_soft_labels for ds={ds}")
-            ids = extract.column(use_case.id_column).to_pylist()
-            if soft_ids != ids:
-                raise ValueError(
-                    f"soft labels for ds={day} shard {shard} have {len(soft_ids)} rows but the extract shard has "
-                    f"{len(ids)} (or a different order); rerun generate_soft_labels for ds={day}"
-                )
             if provenance.get("label_names") != label_names:
                 raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
-            day_parts.append((extract, ids, logits))
-        parts[:0] = day_parts  # oldest day first
+            ids = extract.column(uc.id_column).combine_chunks()
+            keys = extract.column(uc.holdout_column).to_pylist()
+            day_pieces.append(Piece(
+                day, shard, name, newest=~_newer_copy(ids, newer),
+                holdout=np.fromiter((is_holdout(k, uc.holdout_percent) for k in keys), bool, len(keys)),
+                labelled=extract.column(uc.label_column).is_valid().to_numpy(zero_copy_only=False)))
+            day_hashes.append(np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids)))
+        newer.append(np.sort(np.concatenate(day_hashes)) if day_hashes else np.zeros(0, np.int64))
+        pieces[:0] = day_pieces  # oldest day first
         days.insert(0, day)
-    # Later days overwrite earlier copies of the same id; rows come out sorted by id.
-    newest: dict[str, tuple[int, int]] = {}
-    for p, (_, ids, _) in enumerate(parts):
-        for i, rid in enumerate(ids):
-            newest[rid] = (p, i)
-    order = sorted(newest)
-    width = parts[0][2].shape[1] if parts else max(len(label_names), 1)
-    if not order:
-        return Window([], [], [], np.zeros((0, width), np.float32), label_names, np.zeros(0, bool), days,
-                      use_case.task, [] if with_teacher_inputs else None, [] if use_case.group_column else None)
-    tables = pa.concat_tables([t for t, _, _ in parts], promote_options="permissive")
-    offsets = np.cumsum([0] + [len(ids) for _, ids, _ in parts])
-    rows = np.array([offsets[newest[r][0]] + newest[r][1] for r in order], dtype=np.int64)
-    table = tables.take(pa.array(rows))
-    logits = np.concatenate([lg for _, _, lg in parts])[rows]
-    keys = table.column(use_case.holdout_column).to_pylist()
-    return Window(
-        ids=order,
-        inputs=student_inputs(use_case, table),
-        gold=table.column(use_case.label_column).to_pylist(),
-        teacher_logits=logits,
-        label_names=label_names,
-        holdout=np.array([is_holdout(k, use_case.holdout_percent) for k in keys], dtype=bool),
-        days=days,
-        task=use_case.task,
-        teacher_inputs=teacher_inputs(use_case, table) if with_teacher_inputs else None,
-        groups=table.column(use_case.group_column).to_pylist() if use_case.group_column else None,
-    )
+    return WindowScan(uc, ds, labelling, home, days, label_names or [], pieces)
+
+
+def load_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
+                home: Path | None = None, with_teacher_inputs: bool = False) -> Window:
+    """Rows of the extract partitions ds-lookback+1..ds with the soft labels of ``labelling`` (every
+    shard of every day), newest copy of each id, sorted by id, all in memory: for windows known to
+    be small. The stages read large windows a block at a time (``scan_window``)."""
+    scan = scan_window(use_case, ds, labelling, lookback_days, home)
+    return scan.block(scan.pieces, "all", with_teacher_inputs)
+
