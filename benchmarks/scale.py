@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -221,6 +222,7 @@ def teacher_throughput(datasets: Path | None, rows: int, threads: int, repeats: 
 
     from kd_tasks.loaders.catalogue import read_fashion_styles
     from kd_tasks.config import TeacherTrainConfig
+    from kd_tasks.models import load_teacher
     from kd_tasks.models.hf_text import bootstrap_teacher
     from kd_tasks.stages.soft_labels import label_shard
     from kd_tasks.storage import lake
@@ -283,13 +285,91 @@ def teacher_throughput(datasets: Path | None, rows: int, threads: int, repeats: 
         times["bare_sorted"].append(bare(order))
         times["unsorted"].append(bare(np.arange(len(texts))))
     med = {k: statistics.median(v) for k, v in times.items()}
-    _, logits, _ = lake.read_soft_labels(uc.name, version, DS, 0, "")
+    logits = load_teacher(teacher_dir).prepare("cpu", "fp32").logits(texts)  # float32, before storage
     return {"rows": len(texts), "threads": threads, "batch": batch, "seconds_median_of_3": med,
             "teacher": {"version": version, "train_rows": len(train), "classes": len(classes)},
             "logits_float16": logits_precision(logits, uc.distill.temperature),
             "rows_per_s": {k: round(len(texts) / v, 1) for k, v in med.items()},
             "softlabel_vs_bare": round(med["bare_sorted"] / med["stage"], 3),
             "softlabel_speedup_sorted": round(med["unsorted"] / med["stage"], 3)}
+
+
+BENCH_DAG = '''"""The nightly chain of product_category with no schedule (scale benchmark)."""
+import datetime as dt
+
+from airflow.sdk import dag
+
+from kd_common import DEFAULT_ARGS, distill_params, nightly_tasks
+
+
+@dag(dag_id="{}", schedule=None, start_date=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
+     catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS, params=distill_params("product_category"))
+def bench():
+    nightly_tasks("product_category")
+
+
+bench()
+'''
+
+
+def celery_2_vs_1(root: Path, datasets: Path | None, rows: int = 20_000, redis_db: int = 10) -> dict[str, Any]:
+    """A real Airflow stack (scheduler, dag-processor, api-server, PostgreSQL metadata, Redis broker) with
+    two Celery workers of one task and one teacher thread each; the nightly DAG labels a partition of
+    ``rows`` real titles with a fine-tuned MiniLM as one shard (one worker) and then as two shards (both
+    workers). Wall time: first start to last end of the night's ``generate_soft_labels`` tasks."""
+    import datetime as dt
+    import shutil
+
+    from benchmarks import airflow_stack as stack
+    from kd_tasks.loaders import catalogue
+    from kd_tasks.nightly import bootstrap, resolve_use_case
+
+    if datasets is None:
+        return {"skipped": "the fashion titles (KD_DATASETS) are not here"}
+    base = root / "celery"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    db = f"kd_bench_airflow_{os.getpid()}"
+    try:
+        metadata = stack.create_database(db)
+    except Exception as exc:  # no PostgreSQL for the metadata: reported, not fatal
+        return {"skipped": f"PostgreSQL for the Airflow metadata is not reachable ({type(exc).__name__})"}
+    nightly = "kd_bench_product_category_nightly"  # the nightly chain without a schedule: only the runs below
+    c = stack.cluster(base, base / "kd_home", metadata, redis_db, {"kd_bench_nightly.py": BENCH_DAG.format(nightly)})
+    stack.flush_broker(redis_db)
+    # a SIGTERM (a timeout, a Ctrl-C in another shell) still stops the stack's processes below
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        records = [r for r in catalogue.read_fashion_styles(datasets / "fashion_product_styles")
+                   if r.get("productDisplayName")][:rows]
+        listed = catalogue.catalogue_rows(records, source="fashion", text_column="productDisplayName",
+                                          label_column="masterCategory", id_column="id", end_date=DS, days=1)
+        os.environ["KD_HOME"] = str(c.kd_home)
+        uri = f"sqlite:///{c.kd_home / 'warehouse.db'}"
+        catalogue.load_products(uri, listed, replace=True)
+        started = time.perf_counter()
+        bootstrap(resolve_use_case("product_category"), DS, uri, train={"epochs": 1, "max_rows": 1000})
+        log.info("celery: teacher fine-tuned in %.0fs; starting the stack", time.perf_counter() - started)
+        stack.start(c, [("worker-a", "default,teacher"), ("worker-b", "default,teacher")], [nightly])
+        assert c.api("PATCH", f"/dags/{nightly}", {"is_paused": False})[0] == 200
+        out: dict[str, Any] = {"rows": len(listed), "workers": 2, "threads_per_worker": 1}
+        for name, shard_rows in (("one_shard", len(listed)), ("two_shards", (len(listed) + 1) // 2)):
+            shutil.rmtree(c.kd_home / "lake" / "product_category" / "soft_labels", ignore_errors=True)
+            run_id = c.trigger(nightly, {"ds": DS, "shard_rows": shard_rows, "label_threads": 1, "dry_run": True},
+                               timeout=3600)
+            tis = c.task_instances(nightly, run_id, "generate_soft_labels")
+            when = [(dt.datetime.fromisoformat(t["start_date"]), dt.datetime.fromisoformat(t["end_date"])) for t in tis]
+            out[name] = {"shards": len(tis), "by_worker": {w: sorted(c.map_indexes_run_by(w, run_id, "generate_soft_labels"))
+                                                         for w in ("worker-a", "worker-b")},
+                         "wall_s": round((max(e for _, e in when) - min(s for s, _ in when)).total_seconds(), 2)}
+            log.info("celery %s: %s", name, out[name])
+        out["celery_2_vs_1_wall"] = round(out["two_shards"]["wall_s"] / out["one_shard"]["wall_s"], 3)
+        return out
+    finally:
+        c.stop()
+        stack.flush_broker(redis_db)
+        stack.drop_database(db)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def student_epochs(home: Path, threads: int, repeats: int = 3) -> dict[str, Any]:
@@ -426,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-rows", type=int, default=4000, help="real titles for the teacher throughput")
     parser.add_argument("--teacher-train-rows", type=int, default=2000, help="real titles the teacher is tuned on")
     parser.add_argument("--teacher-epochs", type=int, default=3, help="fine-tuning epochs of that teacher")
+    parser.add_argument("--celery-rows", type=int, default=20_000,
+                        help="titles of the 2-workers-vs-1 run on a real Airflow stack (0: skip it)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", default=None, help="default: $KD_HOME/bench/scale.json")
     parser.add_argument("--update-readme", action="store_true")
@@ -451,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.threads)
     teacher = teacher_throughput(datasets, args.teacher_rows, args.threads, train_rows=args.teacher_train_rows,
                                  train_epochs=args.teacher_epochs)
+    celery = celery_2_vs_1(root, datasets, args.celery_rows) if args.celery_rows else {"skipped": "--celery-rows 0"}
     big, small = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
     linear = {**ratio(stages, "rows_per_s", big, small, use_case="product_category"),
               **ratio(stages, "rows_per_s", days[-1], days[-2], use_case="purchase_intent")}
@@ -461,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
               "softlabel_speedup_sorted": teacher.get("softlabel_speedup_sorted"),
               "softlabel_speedup_int8": None, "int8_top1_agreement": None,
               "student_epoch_speedup": epochs["student_epoch_speedup"],
-              "student_quality_delta_max": None, "celery_2_vs_1_wall": None,
+              "student_quality_delta_max": None, "celery_2_vs_1_wall": celery.get("celery_2_vs_1_wall"),
               "rows_per_s_big_over_small": linear, "peak_rss_big_over_small": rss}
 
     def target(value: Any, goal: float, higher: bool) -> dict[str, Any]:
@@ -473,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_avg": [round(x, 2) for x in load]},
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sizes": sizes, "events_per_day": args.events_per_day, "stages": stages, "teacher": teacher,
-        "student_epochs": epochs,
+        "student_epochs": epochs, "celery": celery,
         "ratios": ratios, "extrapolated_10m_7day_peak_gb": extrapolated,
         "extrapolation": extrapolation, "gpu": None,
         "targets": {
@@ -484,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             "softlabel_vs_bare": target(ratios["softlabel_vs_bare"], TARGETS["softlabel_vs_bare"], True),
             "softlabel_speedup": target(ratios["softlabel_speedup_sorted"], TARGETS["softlabel_speedup"], True),
             "student_epoch_speedup": target(epochs["student_epoch_speedup"], TARGETS["student_epoch_speedup"], True),
-            "celery_2_vs_1_wall": target(None, TARGETS["celery_2_vs_1_wall"], False),
+            "celery_2_vs_1_wall": target(celery.get("celery_2_vs_1_wall"), TARGETS["celery_2_vs_1_wall"], False),
         },
     }
     out = Path(args.out) if args.out else home / "bench" / "scale.json"

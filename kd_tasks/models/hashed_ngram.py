@@ -90,10 +90,48 @@ def batch_inputs(texts: Sequence[str], n_buckets: int,
     return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
 
 
+class RowAdam:
+    """Adam on the rows of an embedding table that a batch touches (the lazy Adam of
+    ``torch.optim.SparseAdam``: untouched rows keep their moments and weights; the bias correction
+    counts every step). ``gather`` hands the forward pass the batch's rows as a small leaf tensor, and
+    ``step`` applies its gradient: no gradient of the whole table is built, none is coalesced."""
+
+    def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.exp_avg = torch.zeros_like(weight, requires_grad=False)
+        self.exp_avg_sq = torch.zeros_like(weight, requires_grad=False)
+        self.steps = 0
+        self.rows: torch.Tensor | None = None
+        self.inverse: torch.Tensor | None = None
+        self.table: torch.Tensor | None = None
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        self.rows, self.inverse = torch.unique(ids, return_inverse=True)
+        self.table = self.weight.detach()[self.rows].requires_grad_()
+        return self.table
+
+    def zero_grad(self) -> None:
+        """Nothing to clear: each batch's rows are a new leaf tensor (``gather``)."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.table is None or self.table.grad is None:
+            return
+        self.steps += 1
+        beta1, beta2 = self.betas
+        grad, rows = self.table.grad, self.rows
+        m = self.exp_avg[rows].mul_(beta1).add_(grad, alpha=1 - beta1)
+        v = self.exp_avg_sq[rows].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
+        step_size = self.lr * (1 - beta2 ** self.steps) ** 0.5 / (1 - beta1 ** self.steps)
+        self.weight.data[rows] = self.weight.data[rows] - step_size * m / (v.sqrt() + self.eps)
+
+
 class StudentNet(nn.Module):
-    def __init__(self, n_buckets: int, dim: int, hidden: int, n_labels: int, sparse: bool = False):
+    def __init__(self, n_buckets: int, dim: int, hidden: int, n_labels: int):
         super().__init__()
-        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode="mean", sparse=sparse)
+        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode="mean")
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -118,6 +156,7 @@ class HashedNgramStudent(SavedStudent):
         self.featurizer = featurizer
         self.n_buckets, self.dim, self.hidden = SIZES[size]
         self.net = net or StudentNet(self.n_buckets, self.dim, self.hidden, len(self.label_names))
+        self._rows: RowAdam | None = None  # the embedding's optimiser while training with sparse updates
 
     @classmethod
     def create(cls, label_names: Sequence[str], size: str, inputs: Sequence[str] = (),
@@ -149,15 +188,14 @@ class HashedNgramStudent(SavedStudent):
         return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
 
     def optimizer(self, learning_rate: float, sparse: bool) -> Any:
-        """With ``sparse``, the embedding table gets sparse gradients and ``SparseAdam`` (a step updates
-        only the rows its batch touched, not the whole table), the MLP AdamW; else AdamW over all."""
-        self.net.embedding.sparse = sparse
+        """With ``sparse``, a step updates only the embedding rows its batch touched (``RowAdam``, the
+        lazy Adam of ``torch.optim.SparseAdam``) and the MLP with AdamW; else AdamW over every weight
+        (whose step reads and writes the whole table)."""
+        self._rows = RowAdam(self.net.embedding.weight, learning_rate) if sparse else None
         if not sparse:
             return super().optimizer(learning_rate, sparse)
-        embedding = [self.net.embedding.weight]
         rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
-        return Optimizers(torch.optim.SparseAdam(embedding, lr=learning_rate),
-                          torch.optim.AdamW(rest, lr=learning_rate, weight_decay=1e-4))
+        return Optimizers(self._rows, torch.optim.AdamW(rest, lr=learning_rate, weight_decay=1e-4))
 
     @staticmethod
     def join_prepared(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +219,13 @@ class HashedNgramStudent(SavedStudent):
         batch_offsets = np.zeros(len(rows), np.int64)
         np.cumsum(lengths[:-1], out=batch_offsets[1:])
         positions = np.repeat(starts - batch_offsets, lengths) + np.arange(int(lengths.sum()))
-        return self.net(torch.from_numpy(ids[positions].astype(np.int64)), torch.from_numpy(batch_offsets))
+        batch_ids = torch.from_numpy(ids[positions].astype(np.int64))
+        if self._rows is None or not self.net.training:
+            return self.net(batch_ids, torch.from_numpy(batch_offsets))
+        # the rows this batch touches as a small table of their own: its gradient is theirs alone
+        table = self._rows.gather(batch_ids)
+        pooled = nn.functional.embedding_bag(self._rows.inverse, table, torch.from_numpy(batch_offsets), mode="mean")
+        return self.net.mlp(pooled)
 
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         self.net.eval()

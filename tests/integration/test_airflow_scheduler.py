@@ -20,20 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import PG_ADMIN_URI, ROOT, TINY_TEACHER_TRAIN
+from benchmarks import airflow_stack as stack
+from conftest import TINY_TEACHER_TRAIN
 
 NIGHTLY, EXPORT = "kd_product_category_nightly", "kd_export_production_model"
 REFERENCE = "kd_product_category_nightly_local"  # the nightly chain with every task on the LocalExecutor
@@ -57,176 +48,49 @@ reference()
 REDIS_DB = 9  # the broker's database on the running Redis, emptied before and after
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yesterday is DAYS[-1]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    def __init__(self, root: Path, env: dict[str, str], port: int):
-        self.root, self.env, self.port = root, env, port
-        self.procs: list[subprocess.Popen] = []
-        self.kd_home = Path(env["KD_HOME"])
-        self._token = None
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        out = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=180)
-        if check and out.returncode != 0:
-            raise AssertionError(f"airflow {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-        return out
-
-    def start(self, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
-        log = open(self.root / f"{name or args[0]}.log", "w")
-        self.procs.append(subprocess.Popen([AIRFLOW, *args], env={**self.env, **(env or {})}, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.time() + 30
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        if self._token is None:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/auth/token", timeout=10) as r:
-                self._token = json.loads(r.read())["access_token"]
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {self._token}",
-                                              "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def wait(self, what: str, check, timeout: float = 240, every: float = 3):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise AssertionError(f"{' '.join(p.args[1:3])} exited with {p.returncode} while waiting for "
-                                         f"{what}; see the logs in {self.root}")
-            try:
-                value = check()
-            except (urllib.error.URLError, ConnectionError, OSError):
-                value = None
-            if value:
-                return value
-            time.sleep(every)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.root}")
-
-    def runs(self, dag_id: str) -> list[dict]:
-        status, body = self.api("GET", f"/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")
-        assert status == 200, body
-        return body["dag_runs"]
-
-
-def _finished(runs: list[dict], n: int) -> list[dict] | None:
-    failed = [r for r in runs if r["state"] == "failed"]
-    if failed:
-        raise AssertionError(f"runs failed: {[(r['dag_run_id'], r['logical_date']) for r in failed]}")
-    done = [r for r in runs if r["state"] == "success"]
-    return done if len(done) >= n else None
-
-
-def _flush_broker() -> None:
-    import redis
-
-    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, fashion_records, tiny_base):
-    import psycopg2
-
     from kd_tasks.loaders import catalogue
     from kd_tasks.nightly import bootstrap, resolve_use_case
 
     root = tmp_path_factory.mktemp("airflow_cluster")
     db = f"kd_airflow_{os.getpid()}"
-    admin = psycopg2.connect(PG_ADMIN_URI)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"drop database if exists {db} with (force)")
-        cur.execute(f"create database {db}")
-    port = _free_port()
-    dags = root / "dags"  # the project's DAG files, plus the LocalExecutor reference
-    dags.mkdir()
-    for f in (ROOT / "dags").glob("*.py"):
-        (dags / f.name).write_text(f.read_text())
-    (dags / "kd_reference_local.py").write_text(REFERENCE_DAG)
-    metadata = PG_ADMIN_URI.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + f"/{db}"
-    env = {**os.environ,
-           "AIRFLOW_HOME": str(root / "airflow"), "KD_HOME": str(root / "kd_home"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
-           "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor,LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
-           "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-           "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata,
-           "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-           "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
-    env.pop("KD_WAREHOUSE", None)
-    c = Cluster(root, env, port)
-    _flush_broker()
+    metadata = stack.create_database(db)
+    c = stack.cluster(root, root / "kd_home", metadata, REDIS_DB, {"kd_reference_local.py": REFERENCE_DAG})
+    stack.flush_broker(REDIS_DB)
     try:
         # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("KD_HOME", env["KD_HOME"])
+            mp.setenv("KD_HOME", str(c.kd_home))
             rows = catalogue.catalogue_rows(fashion_records[:1600], source="fashion",
                                             text_column="productDisplayName", label_column="masterCategory",
                                             id_column="id", end_date=DAYS[-1], days=len(DAYS))
             for r in rows[::4]:
                 r["category"] = None
-            uri = f"sqlite:///{root / 'kd_home' / 'warehouse.db'}"
+            uri = f"sqlite:///{c.kd_home / 'warehouse.db'}"
             catalogue.load_products(uri, rows, replace=True)
             bootstrap(resolve_use_case("product_category"), DAYS[-1], uri, base_model=str(tiny_base),
                       train=TINY_TEACHER_TRAIN)
-        c.cli("db", "migrate")
-        c.cli("pools", "set", "kd_heavy", "2", "teacher inference, training, latency measurement")
-        c.start("api-server", "--port", str(port))
-        c.start("dag-processor")
-        c.start("scheduler")
         # two workers, one task at a time each: a GPU-like worker on the teacher queue only, and a general one
-        for name, queues in (("worker-teacher", "teacher"), ("worker-general", "default,teacher")):
-            c.start("celery", "worker", "--queues", queues, "--concurrency", "1", "--celery-hostname",
-                    f"{name}@%h", name=name, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())})
-        c.wait("the API server", lambda: c.api("GET", "/monitor/health")[0] == 200, timeout=120)
-        for dag_id in (NIGHTLY, EXPORT, REFERENCE):
-            c.wait(f"{dag_id} to be parsed", lambda d=dag_id: c.api("GET", f"/dags/{d}")[0] == 200, timeout=120)
+        stack.start(c, [("worker-teacher", "teacher"), ("worker-general", "default,teacher")],
+                    [NIGHTLY, EXPORT, REFERENCE])
         yield c
     finally:
         c.stop()
-        _flush_broker()
-        with admin.cursor() as cur:
-            cur.execute(f"drop database if exists {db} with (force)")
-        admin.close()
+        stack.flush_broker(REDIS_DB)
+        stack.drop_database(db)
 
 
-def _promotions(c: Cluster) -> list[dict]:
+def _promotions(c: stack.Cluster) -> list[dict]:
     """The promotion log's outcomes (each move's intent line left out)."""
     from kd_tasks.storage import registry
 
     return registry.promotion_log("product_category", c.kd_home)
 
 
-def _alias(c: Cluster) -> str | None:
+def _alias(c: stack.Cluster) -> str | None:
     path = c.kd_home / "registry" / "product_category" / "aliases" / "production.json"
     return json.loads(path.read_text())["version"] if path.exists() else None
 
@@ -235,14 +99,14 @@ def test_scheduled_nightly_run_promotes_and_the_asset_triggers_the_export(cluste
     c = cluster
     assert c.api("PATCH", f"/dags/{EXPORT}", {"is_paused": False})[0] == 200
     assert c.api("PATCH", f"/dags/{NIGHTLY}", {"is_paused": False})[0] == 200
-    runs = c.wait("the scheduled nightly run", lambda: _finished(c.runs(NIGHTLY), 1))
+    runs = c.wait("the scheduled nightly run", lambda: stack.finished(c.runs(NIGHTLY), 1))
     assert [r["run_type"] for r in runs] == ["scheduled"]
     assert runs[0]["logical_date"].startswith(DAYS[-1])
     log = _promotions(c)
     assert [e["outcome"] for e in log] == ["promoted"] and log[0]["ds"] == DAYS[-1]
     assert _alias(c) == log[0]["version"]
 
-    exports = c.wait("the export DAG run", lambda: _finished(c.runs(EXPORT), 1))
+    exports = c.wait("the export DAG run", lambda: stack.finished(c.runs(EXPORT), 1))
     assert exports[0]["run_type"] == "asset_triggered"
     info = json.loads((c.kd_home / "registry" / "product_category" / "exports" / log[0]["version"]
                        / "export.json").read_text())
@@ -255,7 +119,7 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
     assert champion, "the scheduled run must have promoted first"
     c.cli("backfill", "create", "--dag-id", NIGHTLY, "--from-date", DAYS[0], "--to-date", DAYS[2],
           "--max-active-runs", "1", "--reprocess-behavior", "none")
-    runs = c.wait("three backfill runs", lambda: _finished([r for r in c.runs(NIGHTLY) if r["run_type"] == "backfill"],
+    runs = c.wait("three backfill runs", lambda: stack.finished([r for r in c.runs(NIGHTLY) if r["run_type"] == "backfill"],
                                                            3), timeout=420)
     runs = sorted(runs, key=lambda r: r["logical_date"])
     assert [r["logical_date"][:10] for r in runs] == DAYS[:3]
@@ -278,7 +142,7 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
     assert sorted(e["ds"] for e in candidates) == DAYS[:3]
     assert all(e["gate"]["decision"] in ("promote", "hold") and e["gate"]["checks"] for e in candidates)
     assert [e["outcome"] for e in _promotions(c)].count("promoted") == 1
-    assert len(_finished(c.runs(EXPORT), 1)) == 1, "no promotion, so no new export"
+    assert len(stack.finished(c.runs(EXPORT), 1)) == 1, "no promotion, so no new export"
 
 
 def test_bad_param_is_refused_and_creates_no_run(cluster):
@@ -290,7 +154,7 @@ def test_bad_param_is_refused_and_creates_no_run(cluster):
     assert len(c.runs(NIGHTLY)) == before
 
 
-def _night(c: Cluster, dag_id: str, conf: dict) -> dict:
+def _night(c: stack.Cluster, dag_id: str, conf: dict) -> dict:
     """Trigger ``dag_id`` for ``conf`` with no soft labels in the lake (every shard is labelled); return
     what the night produced: each shard's logits, the student version, the gate decision."""
     import shutil
@@ -300,11 +164,7 @@ def _night(c: Cluster, dag_id: str, conf: dict) -> dict:
     from kd_tasks.storage import lake
 
     shutil.rmtree(c.kd_home / "lake" / "product_category" / "soft_labels", ignore_errors=True)
-    status, body = c.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
-    assert status == 200, body
-    run_id = body["dag_run_id"]
-    c.wait(f"{dag_id} run {run_id}", lambda: _finished([r for r in c.runs(dag_id) if r["dag_run_id"] == run_id], 1),
-           timeout=420)
+    run_id = c.trigger(dag_id, conf)
     from kd_tasks.storage.runs import RunDir
 
     run = RunDir.create("product_category", run_id, c.kd_home).path
@@ -319,11 +179,8 @@ def _night(c: Cluster, dag_id: str, conf: dict) -> dict:
             "gate": json.loads((run / "gate.json").read_text())["decision"]}
 
 
-def _shards_run_by(c: Cluster, worker: str, run_id: str) -> set[int]:
-    """Map indexes of generate_soft_labels of ``run_id`` that ``worker`` executed (from its log)."""
-    lines = (c.root / f"{worker}.log").read_text().splitlines()
-    return {int(m) for line in lines if "Executing workload" in line and "generate_soft_labels" in line
-            and run_id in line for m in re.findall(r"map_index=(\d+)", line)}
+def _shards_run_by(c: stack.Cluster, worker: str, run_id: str) -> set[int]:
+    return c.map_indexes_run_by(worker, run_id, "generate_soft_labels")
 
 
 def test_shards_spread_over_two_celery_workers_give_the_same_night_as_the_local_executor(cluster):

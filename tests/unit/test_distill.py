@@ -1,6 +1,7 @@
 """Student training: deterministic for a seed, warm start only from a compatible champion."""
 import numpy as np
 import pytest
+import torch
 
 from kd_tasks.config import DistillConfig
 from kd_tasks.stages.window import Window
@@ -62,3 +63,57 @@ def test_no_gold_and_alpha_zero_is_an_error():
     w.gold = [None] * len(w.gold)
     with pytest.raises(ValueError, match="needs gold labels"):
         train_student(w, DistillConfig(alpha=0.0, epochs=1, student_size="small"))
+
+
+def test_sparse_embedding_updates_are_those_of_torch_sparse_adam():
+    """``sparse_embedding``: the rows a batch touches get torch's SparseAdam update (lazy Adam), the MLP
+    AdamW; untouched rows stay as they were."""
+    import copy
+
+    from kd_tasks.models.hashed_ngram import HashedNgramStudent
+    from kd_tasks.models.training import Optimizers
+
+    w = window(200)
+    student = HashedNgramStudent(w.label_names, "small")
+    reference = copy.deepcopy(student.net)
+    reference.embedding.sparse = True
+    opt = student.optimizer(0.01, sparse=True)
+    rest = [p for n, p in reference.named_parameters() if not n.startswith("embedding.")]
+    ref_opt = Optimizers(torch.optim.SparseAdam([reference.embedding.weight], lr=0.01),
+                         torch.optim.AdamW(rest, lr=0.01, weight_decay=1e-4))
+    prepared = student.prepare(w.texts)
+    gold = torch.from_numpy(w.teacher_logits.argmax(1))
+    before = student.net.embedding.weight.detach().clone()
+    student.net.train()
+    reference.train()
+    for start in range(0, 200, 50):
+        idx = torch.arange(start, start + 50)
+        for net_loss, optimizer in ((lambda: student.forward_rows(prepared, idx), opt),
+                                    (lambda: reference(*_batch(prepared, idx)), ref_opt)):
+            loss = torch.nn.functional.cross_entropy(net_loss(), gold[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(student.net.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    touched = torch.from_numpy(np.unique(prepared[0]))
+    untouched = torch.ones(len(before), dtype=torch.bool)
+    untouched[touched] = False
+    assert torch.equal(student.net.embedding.weight[untouched], before[untouched])
+    assert not torch.equal(student.net.embedding.weight[touched], before[touched])
+
+
+def _batch(prepared, idx):
+    ids, offsets = prepared
+    rows = [ids[offsets[i]:offsets[i + 1]] for i in idx.tolist()]
+    starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+    return torch.from_numpy(np.concatenate(rows).astype(np.int64)), torch.from_numpy(starts.astype(np.int64))
+
+
+def test_sparse_embedding_trains_a_student_that_learns():
+    w = window(400)
+    student = train_student(w, DistillConfig(epochs=5, student_size="small", sparse_embedding=True))
+    agree = (student.logits(w.texts).argmax(1) == w.teacher_logits.argmax(1)).mean()
+    assert agree > 0.9
+    dense = train_student(w, DistillConfig(epochs=5, student_size="small"))
+    assert not torch.equal(student.net.embedding.weight, dense.net.embedding.weight)
