@@ -155,9 +155,11 @@ def drop_database(name: str) -> None:
 
 
 def cluster(root: Path, kd_home: Path, metadata: str, redis_db: int, extra_dags: dict[str, str] | None = None,
-            parallelism: int = 2) -> Cluster:
+            parallelism: int = 2, quick: bool = True) -> Cluster:
     """A stack's environment (not started): the project's DAG files (plus ``extra_dags``, file name ->
-    source) in a folder of its own, Airflow home under ``root``."""
+    source) in a folder of its own, Airflow home under ``root``. ``quick``: the scheduler's heartbeat
+    every 2 s and the DAG folder rescanned every 5 s (tests that add runs and files as they go);
+    otherwise Airflow's defaults, as a deployment runs (benchmarks)."""
     port = free_port()
     dags = root / "dags"
     dags.mkdir(parents=True, exist_ok=True)
@@ -178,9 +180,9 @@ def cluster(root: Path, kd_home: Path, metadata: str, redis_db: int, extra_dags:
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
            "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
+    if quick:
+        env.update({"AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5"})
     env.pop("KD_WAREHOUSE", None)
     return Cluster(root, env, port)
 

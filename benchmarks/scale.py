@@ -335,7 +335,8 @@ def celery_2_vs_1(root: Path, datasets: Path | None, rows: int = 20_000, redis_d
     except Exception as exc:  # no PostgreSQL for the metadata: reported, not fatal
         return {"skipped": f"PostgreSQL for the Airflow metadata is not reachable ({type(exc).__name__})"}
     nightly = "kd_bench_product_category_nightly"  # the nightly chain without a schedule: only the runs below
-    c = stack.cluster(base, base / "kd_home", metadata, redis_db, {"kd_bench_nightly.py": BENCH_DAG.format(nightly)})
+    c = stack.cluster(base, base / "kd_home", metadata, redis_db, {"kd_bench_nightly.py": BENCH_DAG.format(nightly)},
+                      quick=False)
     stack.flush_broker(redis_db)
     # a SIGTERM (a timeout, a Ctrl-C in another shell) still stops the stack's processes below
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -359,7 +360,10 @@ def celery_2_vs_1(root: Path, datasets: Path | None, rows: int = 20_000, redis_d
                                timeout=3600)
             tis = c.task_instances(nightly, run_id, "generate_soft_labels")
             when = [(dt.datetime.fromisoformat(t["start_date"]), dt.datetime.fromisoformat(t["end_date"])) for t in tis]
-            out[name] = {"shards": len(tis), "by_worker": {w: sorted(c.map_indexes_run_by(w, run_id, "generate_soft_labels"))
+            first = min(s for s, _ in when)
+            out[name] = {"tasks_s": [[round((s - first).total_seconds(), 1), round((e - s).total_seconds(), 1)]
+                                     for s, e in sorted(when)],
+                         "shards": len(tis), "by_worker": {w: sorted(c.map_indexes_run_by(w, run_id, "generate_soft_labels"))
                                                          for w in ("worker-a", "worker-b")},
                          "wall_s": round((max(e for _, e in when) - min(s for s, _ in when)).total_seconds(), 2)}
             log.info("celery %s: %s", name, out[name])
