@@ -131,8 +131,8 @@ class Cluster:
         return body["task_instances"]
 
 
-def create_database(name: str) -> str:
-    """An empty PostgreSQL database ``name`` for the metadata; returns its SQLAlchemy URL."""
+def fresh_database(name: str) -> str:
+    """An empty PostgreSQL database ``name`` (dropped first if it exists); returns its URL."""
     import psycopg2
 
     admin = psycopg2.connect(PG_ADMIN_URI)
@@ -141,7 +141,12 @@ def create_database(name: str) -> str:
         cur.execute(f"drop database if exists {name} with (force)")
         cur.execute(f"create database {name}")
     admin.close()
-    return PG_ADMIN_URI.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + f"/{name}"
+    return PG_ADMIN_URI.rsplit("/", 1)[0] + f"/{name}"
+
+
+def create_database(name: str) -> str:
+    """A fresh database ``name`` for the Airflow metadata; returns its SQLAlchemy URL (psycopg2)."""
+    return fresh_database(name).replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def drop_database(name: str) -> None:

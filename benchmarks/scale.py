@@ -125,16 +125,9 @@ def warehouse(engine: str, home: Path, name: str) -> str:
         path = home / "warehouse.db"
         path.unlink(missing_ok=True)
         return f"sqlite:///{path}"
-    import psycopg2
+    from benchmarks.airflow_stack import fresh_database
 
-    admin_uri = os.environ.get("KD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres")
-    admin = psycopg2.connect(admin_uri)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"drop database if exists {name} with (force)")
-        cur.execute(f"create database {name}")
-    admin.close()
-    return admin_uri.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(name)
 
 
 def tiny_text_teacher(root: Path, labels: list[str]) -> Path:
