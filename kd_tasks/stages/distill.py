@@ -39,6 +39,7 @@ class TrainingRows:
     def __init__(self, label_names: Sequence[str], task: str, block_rows: int, cache: Path | None = None):
         self.label_names, self.task, self.block_rows, self.cache = list(label_names), task, block_rows, cache
         self.sizes: list[int] = []
+        self._gold_rows = 0
         self._data: list[Any] = []  # per part: a dict of arrays, or the path of their .npz
         self._inputs: list[Callable[[], Any]] = []  # per part: reads its student inputs again
         self._features: dict[tuple, list[Any]] = {}  # features key -> per part: prepared features or a path
@@ -66,7 +67,7 @@ class TrainingRows:
             rows.unknown_gold += int((labels.is_valid().to_numpy(zero_copy_only=False) & (gold == NO_LABEL)).sum())
 
             def inputs(piece: Any = piece, mask: np.ndarray = mask) -> Any:
-                return student_inputs(uc, scan.read_piece(piece, mask, scan.columns())[0])
+                return student_inputs(uc, scan.read_extract(piece, mask, list(uc.input_columns)))
             rows._add(table.column(uc.id_column).to_pylist(), gold, logits, inputs)
         return rows
 
@@ -79,6 +80,7 @@ class TrainingRows:
         else:
             self._data.append(data)
         self.sizes.append(len(ids))
+        self._gold_rows += int((gold != NO_LABEL).sum())
         self._inputs.append(inputs)
 
     def _save(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
@@ -97,7 +99,7 @@ class TrainingRows:
         return sum(self.sizes)
 
     def gold_rows(self) -> int:
-        return sum(int((self._load(d)["gold"] != NO_LABEL).sum()) for d in self._data)
+        return self._gold_rows
 
     def _groups(self, epoch: int, seed: int) -> list[list[int]]:
         order = None

@@ -97,11 +97,18 @@ class WindowScan:
     def _fix(self) -> str:
         return f"rerun generate_soft_labels for ds={self.ds} (it relabels damaged shards of the whole window)"
 
+    def read_extract(self, piece: Piece, mask: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """The rows ``mask`` of one extract shard, its ``columns`` only."""
+        return self._extract(piece, columns).filter(pa.array(mask))
+
+    def _extract(self, piece: Piece, columns: Sequence[str]) -> pa.Table:
+        directory = lake.extract_dir(self.use_case.name, piece.day, self.home)
+        return lake.read_partition(directory / piece.name, "extract",
+                                   lake.extract_fix(self.use_case.name, piece.day, self.home), columns=columns)
+
     def read_piece(self, piece: Piece, mask: np.ndarray, columns: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
         """The rows ``mask`` of one shard: its extract ``columns`` and its soft labels (n, outputs)."""
-        directory = lake.extract_dir(self.use_case.name, piece.day, self.home)
-        extract = lake.read_partition(directory / piece.name, "extract",
-                                      lake.extract_fix(self.use_case.name, piece.day, self.home), columns=columns)
+        extract = self._extract(piece, columns)
         soft_ids, logits, _ = lake.read_soft_labels(self.use_case.name, self.labelling, piece.day, piece.shard,
                                                     self._fix(), self.home)
         if len(soft_ids) != len(mask) or not soft_ids.equals(extract.column(self.use_case.id_column).combine_chunks()):
@@ -167,12 +174,11 @@ def group_parts(sizes: Sequence[int], block_rows: int, order: Sequence[int] | No
     return groups
 
 
-def _newer_copy(ids: pa.Array, newer_days: Sequence[np.ndarray]) -> np.ndarray:
-    """Rows whose id a later day of the window has too. Ids are compared by a 64-bit hash (within this
-    process): with 70 million ids the chance that any two distinct ids collide is about 1e-4, and a
-    collision drops one row of one night from training."""
-    hashes = np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids))
-    found = np.zeros(len(ids), bool)
+def _newer_copy(hashes: np.ndarray, newer_days: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows whose id hash a later day of the window has too (each day's hashes sorted). Ids are compared
+    by a 64-bit hash (within this process): with 70 million ids the chance that any two distinct ids
+    collide is about 1e-4, and a collision drops one row of one night from training."""
+    found = np.zeros(len(hashes), bool)
     for day in newer_days:
         pos = np.minimum(np.searchsorted(day, hashes), max(len(day) - 1, 0))
         found |= (day[pos] == hashes) if len(day) else False
@@ -212,13 +218,13 @@ def scan_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
                                          f"rerun generate_soft_labels for ds={ds}")
             if provenance.get("label_names") != label_names:
                 raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
-            ids = extract.column(uc.id_column).combine_chunks()
+            hashes = np.fromiter((hash(x) for x in extract.column(uc.id_column).to_pylist()), np.int64, len(extract))
             keys = extract.column(uc.holdout_column).to_pylist()
             day_pieces.append(Piece(
-                day, shard, name, newest=~_newer_copy(ids, newer),
+                day, shard, name, newest=~_newer_copy(hashes, newer),
                 holdout=np.fromiter((is_holdout(k, uc.holdout_percent) for k in keys), bool, len(keys)),
                 labelled=extract.column(uc.label_column).is_valid().to_numpy(zero_copy_only=False)))
-            day_hashes.append(np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids)))
+            day_hashes.append(hashes)
         newer.append(np.sort(np.concatenate(day_hashes)) if day_hashes else np.zeros(0, np.int64))
         pieces[:0] = day_pieces  # oldest day first
         days.insert(0, day)
