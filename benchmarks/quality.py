@@ -85,8 +85,9 @@ def cache_key(spec: RunSpec, seed: int, n_rows: int, base_model: str | None) -> 
 
 
 def prepare(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, seed: int = 0,
-            base_model: str | None = None) -> Prepared:
-    """Teacher (fine-tuned once) and its soft labels for every split (labelled once), from the cache."""
+            base_model: str | None = None, label_dtype: str = "fp32") -> Prepared:
+    """Teacher (fine-tuned once) and its soft labels for every split (labelled once per ``label_dtype``),
+    from the cache."""
     home = cache_root / f"{spec.dataset}-{spec.label.replace(' ', '_')}-{spec.regime}-" \
                         f"{cache_key(spec, seed, len(corpus.ids), base_model)}"
     split = [bd.split_of(i, seed) for i in corpus.ids]
@@ -104,7 +105,8 @@ def prepare(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, seed: int = 0,
         log.info("%s/%s/%s: cached teacher at %s", spec.dataset, spec.label, spec.regime, teacher_dir)
     teacher = load_teacher(teacher_dir)
     use_case = UseCase(name="bench", extract_sql="-", teacher_sql="-", id_column="row_id", input_columns=("text",),
-                       label_column="label", teacher_dir=str(teacher_dir))
+                       label_column="label", teacher_dir=str(teacher_dir)).with_overrides(
+        labelling={"label_dtype": label_dtype, "label_device": "cpu"})
     windows = {}
     for name, ds in SPLIT_DS.items():
         idx = [k for k, s in enumerate(split) if s == name]
@@ -115,8 +117,8 @@ def prepare(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, seed: int = 0,
                 "text": pa.array([corpus.texts[k] for k in idx], pa.string()),
                 "label": pa.array([gold[k] for k in idx], pa.string()),
             }), path, {"benchmark": asdict(spec), "split": name, "seed": seed})
-        generate_soft_labels(use_case, ds, lookback_days=1, home=home)  # no work twice: cached per version
-        windows[name] = load_window(use_case, ds, teacher.version, 1, home)
+        labelled = generate_soft_labels(use_case, ds, lookback_days=1, home=home)  # cached per labelling
+        windows[name] = load_window(use_case, ds, labelled["labelling"], 1, home)
     manifest = json.loads((teacher_dir / "kd_manifest.json").read_text())
     return Prepared(spec, teacher, float(manifest.get("train_seconds", 0.0)), windows, home)
 
@@ -221,6 +223,28 @@ def run(prep: Prepared, distill: DistillConfig, tfidf_grid: Sequence[float] = (1
     return result
 
 
+def int8_check(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, fp32: dict[str, Any], distill: DistillConfig,
+               seed: int, base_model: str | None) -> dict[str, Any]:
+    """The same teacher labelling in int8 (ONNX Runtime): its top-1 agreement with the fp32 labels on
+    every split, and the KD student trained on the int8 labels (same config, same seed) on the test split."""
+    prep = prepare(spec, corpus, cache_root, seed, base_model, label_dtype="int8")
+    reference = prepare(spec, corpus, cache_root, seed, base_model)  # cached: reads the fp32 labels back
+    agree = {name: float((w.teacher_logits.argmax(1) == reference.windows[name].teacher_logits.argmax(1)).mean())
+             for name, w in prep.windows.items()}
+    student = train_student(prep.windows["pool"], distill, log_prefix="student_kd_int8")
+    test = prep.windows["test"]
+    pred = [test.label_names[k] for k in student.logits(test.texts).argmax(axis=1)]
+    f1 = classification_metrics([str(g) for g in test.gold], pred)["macro_f1"]
+    out = {"top1_agreement": agree, "teacher_test_macro_f1_int8": classification_metrics(
+               [str(g) for g in test.gold], [test.label_names[k] for k in test.teacher_logits.argmax(1)])["macro_f1"],
+           "student_kd_macro_f1_fp32": fp32["models"]["student_kd"]["macro_f1"], "student_kd_macro_f1_int8": f1,
+           "student_kd_macro_f1_delta": f1 - fp32["models"]["student_kd"]["macro_f1"]}
+    log.info("int8 labels: top-1 agreement %s, KD student macro-F1 %.4f (fp32 labels %.4f, delta %+.4f)",
+             {k: round(v, 4) for k, v in agree.items()}, f1, out["student_kd_macro_f1_fp32"],
+             out["student_kd_macro_f1_delta"])
+    return out
+
+
 def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     need = TARGETS["retention_fashion"] if r["dataset"] == "fashion_product_styles" else TARGETS["retention"]
     out = {"retention": {"value": r["retention"], "min": need},
@@ -288,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sparse-embedding", choices=("on", "off"), default=None,
                    help="train the students' embedding with SparseAdam (on) or AdamW (off); default: the use case's")
+    p.add_argument("--int8-check", action="store_true",
+                   help="also label with the int8 teacher and train the KD student on those labels: agreement "
+                        "and macro-F1 delta per run (int8_check in the JSON)")
     p.add_argument("--update-readme", action="store_true", help="rewrite the README's benchmark table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -326,9 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         prep = prepare(spec, corpora[key], cache, args.seed, base_model)
         result = run(prep, distill, latency_repeats=latency_repeats)
         result["notes"] = corpora[key].notes
+        if args.int8_check:
+            result["int8_check"] = int8_check(spec, corpora[key], cache, result, distill, args.seed, base_model)
         results.append(result)
     report = {"machine": machine(), "date": dt.date.today().isoformat(), "smoke": args.smoke,
               "wall_s": round(time.perf_counter() - started, 1), "runs": results}
+    if args.int8_check:
+        checks = [r["int8_check"] for r in results]
+        report["int8"] = {"top1_agreement_min": min(min(c["top1_agreement"].values()) for c in checks),
+                          "student_kd_macro_f1_delta_max_abs": max(abs(c["student_kd_macro_f1_delta"]) for c in checks)}
+        log.info("int8 over every run: %s", report["int8"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     table = markdown(report)

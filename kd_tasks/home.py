@@ -20,6 +20,13 @@ def kd_home() -> Path:
     return Path(raw).resolve()
 
 
+def cache_dir() -> Path:
+    """This worker's cache of things derived from content-versioned inputs (an int8 teacher):
+    ``$KD_CACHE_DIR``, default ``KD_HOME/cache``. Safe to delete; rebuilt on use."""
+    raw = os.environ.get("KD_CACHE_DIR")
+    return Path(raw).resolve() if raw else kd_home() / "cache"
+
+
 def default_warehouse_uri() -> str:
     """``$KD_WAREHOUSE`` if set, else the embedded SQLite file under KD_HOME."""
     return os.environ.get("KD_WAREHOUSE") or f"sqlite:///{kd_home() / 'warehouse.db'}"

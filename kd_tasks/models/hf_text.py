@@ -45,13 +45,28 @@ class HFTeacher:
     max_length: int
 
     device: str = "cpu"
+    runtime: str = "torch"
+    _int8: Any = None  # models.int8.Int8Forward once prepared for int8
 
-    def prepare(self, device: str = "cpu", dtype: str = "fp32") -> "HFTeacher":
-        """Move the model to ``device`` in ``dtype`` (``kd_tasks.models.runtime``) for inference."""
+    def prepare(self, device: str = "cpu", dtype: str = "fp32", threads: int | None = None) -> "HFTeacher":
+        """Move the model to ``device`` in ``dtype`` (``kd_tasks.models.runtime``) for inference; int8
+        runs the teacher quantised by ONNX Runtime on ``threads`` CPU threads (default: torch's)."""
         from .runtime import torch_dtype
 
+        if dtype == "int8":
+            import torch
+
+            from ..home import cache_dir
+            from .int8 import Int8Forward, quantized_model
+
+            if device != "cpu":
+                raise ValueError(f"int8 labelling runs on the CPU, not {device}")
+            self._int8 = Int8Forward(quantized_model(self.model, self.version, cache_dir()),
+                                     threads or torch.get_num_threads())
+            self.runtime, self.device = self._int8.runtime, "cpu"
+            return self
         self.model = self.model.to(device=device, dtype=torch_dtype(dtype)).eval()
-        self.device = device
+        self.device, self.runtime, self._int8 = device, "torch", None
         return self
 
     def logits(self, texts: Sequence[str], batch_size: int = 64,
@@ -84,9 +99,12 @@ class HFTeacher:
             for j, i in enumerate(rows):
                 input_ids[j, :lengths[i]] = ids[i]
                 mask[j, :lengths[i]] = 1
-            batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                     "attention_mask": torch.from_numpy(mask).to(self.device)}
-            out[rows] = self.model(**batch).logits.float().cpu().numpy()
+            if self._int8 is not None:
+                out[rows] = self._int8(input_ids, mask)
+            else:
+                batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
+                         "attention_mask": torch.from_numpy(mask).to(self.device)}
+                out[rows] = self.model(**batch).logits.float().cpu().numpy()
             if progress is not None:
                 progress(stop)
 

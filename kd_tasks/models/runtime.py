@@ -16,7 +16,8 @@ from ..names import ConfigError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch dtypes
+LABEL_DTYPES = sorted([*DTYPES, "int8"])  # int8: the text teacher quantised by ONNX Runtime (models.int8), CPU only
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 DEFAULT_BATCH = {"cpu": 64, "cuda": 512}  # rows per forward pass; CUDA halves it on out-of-memory
 
@@ -49,12 +50,21 @@ def select_device(requested: str = "auto", cuda_available: bool | None = None, c
 
 
 def check_dtype(dtype: str, device: str) -> str:
-    """``dtype`` if the device can run it: fp16 needs CUDA (CPU kernels for half are slow or missing)."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"label_dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}")
+    """``dtype`` if the device can run it: fp16 needs CUDA (CPU kernels for half are slow or missing),
+    int8 runs on the CPU."""
+    if dtype not in LABEL_DTYPES:
+        raise ConfigError(f"label_dtype {dtype!r} is unknown; use one of {LABEL_DTYPES}")
     if dtype == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("label_dtype=fp16 needs a CUDA device; on the CPU use fp32 (or bf16)")
+        raise ConfigError("label_dtype=fp16 needs a CUDA device; on the CPU use fp32, bf16 or int8")
+    if dtype == "int8" and device != "cpu":
+        raise ConfigError(f"label_dtype=int8 runs on the CPU (ONNX Runtime), not {device}; set label_device "
+                          "to cpu or auto, or use bf16 / fp16 on a GPU")
     return dtype
+
+
+def label_device(requested: str, dtype: str) -> str:
+    """The device a labelling runs on: ``select_device``, except that ``auto`` means the CPU for int8."""
+    return select_device("cpu" if dtype == "int8" and requested == "auto" else requested)
 
 
 def batch_size(requested: int, device: str) -> int:

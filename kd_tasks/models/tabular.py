@@ -150,9 +150,16 @@ class TabularTeacher:
 
     device = "cpu"
 
-    def prepare(self, device: str = "cpu", dtype: str = "fp32") -> "TabularTeacher":
-        """Move the network to ``device`` in ``dtype`` for inference."""
+    runtime = "torch"
+
+    def prepare(self, device: str = "cpu", dtype: str = "fp32", threads: int | None = None) -> "TabularTeacher":
+        """Move the network to ``device`` in ``dtype`` for inference (``threads``: torch's, set by the caller)."""
+        from ..names import ConfigError
         from .runtime import torch_dtype
+
+        if dtype == "int8":
+            raise ConfigError("label_dtype=int8 is for text teachers; this tabular teacher labels in fp32 or bf16 "
+                              "(a forward pass of its small network is cheap already)")
 
         self.net = self.net.to(device=device, dtype=torch_dtype(dtype)).eval()
         self.device = device

@@ -6,7 +6,7 @@ The work is split by (day, shard) so that each piece is one task of its own (the
 
 Soft labels keep raw logits (temperature is applied at training time, so one labelling serves any T)
 and live under ``teacher=<labelling>``: the teacher version, plus the dtype where it is not fp32
-(``models.runtime.labelling``), so labels of two teachers, or of one teacher run two ways, are never
+(``models.runtime.labelling``; int8 is the teacher quantised by ONNX Runtime), so labels of two teachers, or of one teacher run two ways, are never
 mixed in one training window. A shard already labelled by this labelling, from the same rows, is
 not labelled again.
 """
@@ -98,16 +98,18 @@ class _Teachers:
         if self.teacher is None:
             import torch
 
-            device = runtime.select_device(cfg.label_device)
+            device = runtime.label_device(cfg.label_device, cfg.label_dtype)
             dtype = runtime.check_dtype(cfg.label_dtype, device)
             self._threads_before = torch.get_num_threads()
             threads = runtime.cpu_threads(cfg.label_threads)
-            self.teacher = load_teacher(self.use_case.resolved_teacher_dir()).prepare(device, dtype)
+            self.teacher = load_teacher(self.use_case.resolved_teacher_dir()).prepare(device, dtype, threads)
             self.placed = {"device": device, "device_name": runtime.device_name(device), "dtype": dtype,
-                           "threads": threads, "batch_size": runtime.batch_size(cfg.label_batch_size, device)}
-            log.info("loaded teacher %s (%d outputs, %.2fM params) on %s (%s), %s, %d CPU thread(s), batch %d",
+                           "runtime": self.teacher.runtime, "threads": threads,
+                           "batch_size": runtime.batch_size(cfg.label_batch_size, device)}
+            log.info("loaded teacher %s (%d outputs, %.2fM params) on %s (%s), %s on %s, %d CPU thread(s), batch %d",
                      self.teacher.version, len(self.teacher.label_names), self.teacher.num_parameters() / 1e6,
-                     device, self.placed["device_name"], dtype, threads, self.placed["batch_size"])
+                     device, self.placed["device_name"], dtype, self.teacher.runtime, threads,
+                     self.placed["batch_size"])
         return self.teacher, self.placed
 
 
@@ -197,7 +199,7 @@ def collect(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> di
         "missing_extract": list(plan["missing_extract"]),
         "rows_labelled": sum(r["rows"] for r in results if r["status"] != "reused"),
         "shards": len(results),
-        "runs": [{k: r[k] for k in ("day", "shard", "rows", "device", "device_name", "dtype", "threads",
+        "runs": [{k: r[k] for k in ("day", "shard", "rows", "device", "device_name", "dtype", "runtime", "threads",
                                     "batch_size", "rows_per_s") if k in r}
                  for r in results if r["status"] != "reused"],
     }
