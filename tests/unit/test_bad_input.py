@@ -150,3 +150,22 @@ def test_labels_of_two_dtypes_never_meet_in_one_window(kd_home, tiny_teacher):
         collect(plan, bf16_results)
     with pytest.raises(IntegrityError, match="soft labels missing for shards"):
         collect(plan, [])
+
+
+def test_duplicate_ids_are_found_across_shards_and_a_hash_collision_refuses_nothing():
+    """The extract's uniqueness check holds 64-bit hashes, not a hash table of every id; equal hashes
+    are confirmed on the ids themselves (in CPython hash(-1) == hash(-2))."""
+    import pyarrow as pa
+
+    from kd_tasks.stages.extract import DuplicateIds
+
+    check = DuplicateIds()
+    check.add(pa.array(["a", "b", "c"]))
+    check.add(pa.chunked_array([pa.array(["d", "b"]), pa.array(["e", "a"])]))
+    assert check.found() == ["b", "a"]
+    assert hash(-1) == hash(-2)
+    colliding = DuplicateIds()
+    colliding.add(pa.array([-1, 5], pa.int64()))
+    colliding.add(pa.array([-2, 6], pa.int64()))
+    assert colliding.found() == []
+    assert DuplicateIds().found() == []
