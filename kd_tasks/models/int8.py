@@ -47,25 +47,56 @@ def _valid(directory: Path, version: str) -> bool:
 
 
 def _build(model: Any, out: Path) -> None:
-    """Export ``model`` (a sequence classifier taking input_ids and attention_mask) and quantise it."""
+    """Export ``model`` (a sequence classifier taking input_ids and attention_mask), check the export
+    against the model, and quantise it."""
+    _export(model, out / "fp32.onnx")
+    _check_export(model, out / "fp32.onnx")
+    with _quiet(""):  # ONNX Runtime's quantisation logs every tensor it skips on the root logger
+        _quantise(out)
+
+
+def _export(model: Any, path: Path) -> None:
     import torch
 
-    # the example batch holds padding: an all-ones mask lets the exporter drop the attention mask
-    ids = torch.ones((2, 8), dtype=torch.long)
-    mask = torch.ones((2, 8), dtype=torch.long)
-    mask[1, 5:] = 0
+    ids, mask = _example()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=512)
-    # quiet: the exporter's notes (optional torchvision ops, axis names) and ONNX Runtime's quantisation,
-    # which logs every tensor it skips on the root logger, are not for task logs
+    # the exporter's notes (optional torchvision ops, axis names) are not for task logs
     with _quiet("torch.onnx"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model.float().eval(), (), kwargs={"input_ids": ids, "attention_mask": mask},
                                     dynamic_shapes={"input_ids": {0: batch, 1: seq},
                                                     "attention_mask": {0: batch, 1: seq}},
                                     dynamo=True, external_data=False, opset_version=OPSET, verbose=False)
-    program.save(str(out / "fp32.onnx"))
-    with _quiet(""):
-        _quantise(out)
+    program.save(str(path))
+
+
+def _example() -> tuple[Any, Any]:
+    """The batch the exporter traces; it holds padding, like the batches the teacher labels."""
+    import torch
+
+    ids = torch.ones((2, 8), dtype=torch.long)
+    mask = torch.ones((2, 8), dtype=torch.long)
+    mask[1, 5:] = 0
+    return ids, mask
+
+
+def _check_export(model: Any, path: Path) -> None:
+    """The exported graph must give the torch model's logits on a batch of another shape, with padding:
+    an export that traced a shape, a branch or an input wrongly never labels anything."""
+    import onnxruntime as ort
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (3, 11), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 7:], mask[2, 3:] = 0, 0
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * (1 + float(np.abs(want).max()))):
+        raise RuntimeError(f"the ONNX export does not reproduce the teacher's logits (largest difference "
+                           f"{float(np.abs(got - want).max()):.3g}); label with label_dtype=fp32 or bf16")
 
 
 @contextlib.contextmanager
@@ -102,7 +133,7 @@ def quantized_model(model: Any, version: str, cache: Path) -> Path:
         return final / "model.onnx"
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
-        log.warning("int8 model cache %s is damaged or from another ONNX Runtime: rebuilding it", final)
+        log.warning("int8 model cache %s is damaged or outdated (another ONNX Runtime or recipe): rebuilding it", final)
         shutil.rmtree(final, ignore_errors=True)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))

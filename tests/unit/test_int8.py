@@ -62,3 +62,23 @@ def test_the_int8_model_is_built_once_and_a_damaged_one_rebuilt(tmp_path, tiny_b
     logits = Int8Forward(again, 1)(ids, (ids > 0).astype(np.int64))
     assert logits.shape == (2, 3) and np.isfinite(logits).all()
     assert [p.name for p in (tmp_path / "int8").iterdir()] == ["0123456789ab"]  # no temporary folder left
+
+
+
+
+def test_an_export_that_does_not_reproduce_the_teacher_is_refused(tmp_path, tiny_base, monkeypatch):
+    """The build runs the exported graph beside the torch model on a padded batch of another shape; a
+    graph that gives other logits (here: another model's) is refused and nothing is published."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from kd_tasks.models import int8
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_base, num_labels=3)
+    torch.manual_seed(1)
+    other = AutoModelForSequenceClassification.from_pretrained(tiny_base, num_labels=3)
+    export = int8._export
+    monkeypatch.setattr(int8, "_export", lambda _model, path: export(other, path))
+    with pytest.raises(RuntimeError, match="does not reproduce the teacher's logits"):
+        int8.quantized_model(model, "0123456789ab", tmp_path)
+    assert not list((tmp_path / "int8").iterdir())
