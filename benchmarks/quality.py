@@ -223,25 +223,73 @@ def run(prep: Prepared, distill: DistillConfig, tfidf_grid: Sequence[float] = (1
     return result
 
 
-def int8_check(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, fp32: dict[str, Any], distill: DistillConfig,
-               seed: int, base_model: str | None) -> dict[str, Any]:
+class Seeds:
+    """KD students of one run trained with seeds 0..n-1, each (labels, config) trained once: the paired
+    comparisons of ``--int8-check`` and ``--compare-distill`` share their reference students."""
+
+    def __init__(self, prep: Prepared, n: int):
+        self.prep, self.n, self.done = prep, n, {}
+
+    def macro_f1(self, windows: dict[str, Window], labels: str, config: DistillConfig) -> list[float]:
+        out = []
+        test = windows["test"]
+        for seed in range(self.n):
+            cfg = replace(config, seed=seed)
+            key = (labels, repr(cfg))
+            if key not in self.done:
+                student = train_student(windows["pool"], cfg, log_prefix=f"student_kd[{labels}, seed {seed}]")
+                pred = [test.label_names[k] for k in student.logits(test.texts).argmax(axis=1)]
+                self.done[key] = classification_metrics([str(g) for g in test.gold], pred)["macro_f1"]
+            out.append(self.done[key])
+        return out
+
+
+def paired(reference: list[float], other: list[float]) -> dict[str, Any]:
+    """other - reference over the same seeds: mean, and a 95% interval of the mean (t distribution)."""
+    from scipy import stats
+
+    d = np.asarray(other) - np.asarray(reference)
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"reference": reference, "other": other, "reference_mean": float(np.mean(reference)),
+            "other_mean": float(np.mean(other)), "delta_mean": float(d.mean()),
+            "delta_ci95": [float(d.mean()) - half, float(d.mean()) + half], "seeds": len(d)}
+
+
+def int8_check(spec: RunSpec, corpus: bd.Corpus, cache_root: Path, prep: Prepared, distill: DistillConfig,
+               seeds: Seeds, seed: int, base_model: str | None) -> dict[str, Any]:
     """The same teacher labelling in int8 (ONNX Runtime): its top-1 agreement with the fp32 labels on
-    every split, and the KD student trained on the int8 labels (same config, same seed) on the test split."""
-    prep = prepare(spec, corpus, cache_root, seed, base_model, label_dtype="int8")
-    reference = prepare(spec, corpus, cache_root, seed, base_model)  # cached: reads the fp32 labels back
-    agree = {name: float((w.teacher_logits.argmax(1) == reference.windows[name].teacher_logits.argmax(1)).mean())
-             for name, w in prep.windows.items()}
-    student = train_student(prep.windows["pool"], distill, log_prefix="student_kd_int8")
-    test = prep.windows["test"]
-    pred = [test.label_names[k] for k in student.logits(test.texts).argmax(axis=1)]
-    f1 = classification_metrics([str(g) for g in test.gold], pred)["macro_f1"]
+    every split, and the KD students trained on int8 labels against those trained on fp32 labels, seed
+    for seed, on the test split."""
+    quantised = prepare(spec, corpus, cache_root, seed, base_model, label_dtype="int8")
+    agree = {name: float((w.teacher_logits.argmax(1) == prep.windows[name].teacher_logits.argmax(1)).mean())
+             for name, w in quantised.windows.items()}
+    test = quantised.windows["test"]
     out = {"top1_agreement": agree, "teacher_test_macro_f1_int8": classification_metrics(
                [str(g) for g in test.gold], [test.label_names[k] for k in test.teacher_logits.argmax(1)])["macro_f1"],
-           "student_kd_macro_f1_fp32": fp32["models"]["student_kd"]["macro_f1"], "student_kd_macro_f1_int8": f1,
-           "student_kd_macro_f1_delta": f1 - fp32["models"]["student_kd"]["macro_f1"]}
-    log.info("int8 labels: top-1 agreement %s, KD student macro-F1 %.4f (fp32 labels %.4f, delta %+.4f)",
-             {k: round(v, 4) for k, v in agree.items()}, f1, out["student_kd_macro_f1_fp32"],
-             out["student_kd_macro_f1_delta"])
+           "student_kd_macro_f1": paired(seeds.macro_f1(prep.windows, "fp32", distill),
+                                         seeds.macro_f1(quantised.windows, "int8", distill))}
+    log.info("int8 labels: top-1 agreement %s; KD student macro-F1 over %d seeds %.4f (fp32 labels %.4f), delta "
+             "%+.4f, 95%% interval %s", {k: round(v, 4) for k, v in agree.items()}, seeds.n,
+             out["student_kd_macro_f1"]["other_mean"], out["student_kd_macro_f1"]["reference_mean"],
+             out["student_kd_macro_f1"]["delta_mean"], [round(x, 4) for x in out["student_kd_macro_f1"]["delta_ci95"]])
+    return out
+
+
+def distill_check(prep: Prepared, distill: DistillConfig, seeds: Seeds, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The KD student with some student settings replaced against the run's own, seed for seed (same
+    labels): test macro-F1, and one training's time each."""
+    timing = {}
+    for name, cfg in (("reference", distill), ("other", replace(distill, **overrides))):
+        started = time.perf_counter()
+        train_student(prep.windows["pool"], cfg, log_prefix=f"student_kd[{name} timing]")
+        timing[name] = round(time.perf_counter() - started, 1)
+    out = {"overrides": overrides, "train_s": timing,
+           "macro_f1": paired(seeds.macro_f1(prep.windows, "fp32", distill),
+                              seeds.macro_f1(prep.windows, "fp32", replace(distill, **overrides)))}
+    m = out["macro_f1"]
+    log.info("KD student macro-F1 over %d seeds %.4f; with %s %.4f, delta %+.4f, 95%% interval %s; one training "
+             "%.1fs vs %.1fs", seeds.n, m["reference_mean"], overrides, m["other_mean"], m["delta_mean"],
+             [round(x, 4) for x in m["delta_ci95"]], timing["reference"], timing["other"])
     return out
 
 
@@ -315,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8-check", action="store_true",
                    help="also label with the int8 teacher and train the KD student on those labels: agreement "
                         "and macro-F1 delta per run (int8_check in the JSON)")
+    p.add_argument("--compare-distill", nargs="*", default=None, metavar="FIELD=VALUE",
+                   help="also train the KD student with these DistillConfig fields replaced (JSON values, e.g. "
+                        "fused_optimizer=false): macro-F1 and training time side by side (distill_check)")
+    p.add_argument("--check-seeds", type=int, default=10,
+                   help="student seeds of each side of --int8-check / --compare-distill (the KD student's "
+                        "macro-F1 moves by up to 0.025 from one seed to the next on the 100-class runs)")
     p.add_argument("--update-readme", action="store_true", help="rewrite the README's benchmark table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -341,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in runs if f"{r.dataset}:{r.label}:{r.regime}" in args.only]
         if not runs:
             raise SystemExit(f"--only matched no run; choose from {[f'{r.dataset}:{r.label}:{r.regime}' for r in RUNS]}")
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.compare_distill or [])}
     started = time.perf_counter()
     corpora: dict[tuple[str, str], bd.Corpus] = {}
     results = []
@@ -353,16 +408,24 @@ def main(argv: list[str] | None = None) -> int:
         prep = prepare(spec, corpora[key], cache, args.seed, base_model)
         result = run(prep, distill, latency_repeats=latency_repeats)
         result["notes"] = corpora[key].notes
+        seeds = Seeds(prep, args.check_seeds)
         if args.int8_check:
-            result["int8_check"] = int8_check(spec, corpora[key], cache, result, distill, args.seed, base_model)
+            result["int8_check"] = int8_check(spec, corpora[key], cache, prep, distill, seeds, args.seed, base_model)
+        if args.compare_distill:
+            result["distill_check"] = distill_check(prep, distill, seeds, overrides)
         results.append(result)
     report = {"machine": machine(), "date": dt.date.today().isoformat(), "smoke": args.smoke,
               "wall_s": round(time.perf_counter() - started, 1), "runs": results}
     if args.int8_check:
         checks = [r["int8_check"] for r in results]
         report["int8"] = {"top1_agreement_min": min(min(c["top1_agreement"].values()) for c in checks),
-                          "student_kd_macro_f1_delta_max_abs": max(abs(c["student_kd_macro_f1_delta"]) for c in checks)}
+                          "student_kd_macro_f1_delta_max_abs": max(abs(c["student_kd_macro_f1"]["delta_mean"])
+                                                                   for c in checks), "seeds": args.check_seeds}
         log.info("int8 over every run: %s", report["int8"])
+    if args.compare_distill:
+        report["distill_check"] = {"overrides": overrides, "seeds": args.check_seeds, "delta_max_abs": max(
+            abs(r["distill_check"]["macro_f1"]["delta_mean"]) for r in results)}
+        log.info("KD student with %s, over every run: %s", overrides, report["distill_check"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     table = markdown(report)

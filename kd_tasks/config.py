@@ -63,6 +63,10 @@ class DistillConfig:
     # Sparse gradients for a student's embedding table (SparseAdam on the rows a batch touches, AdamW
     # on the rest) where its family has one; False: AdamW on every weight.
     sparse_embedding: bool = False
+    # AdamW's step as one fused kernel per tensor (torch's fused=True, on the CPU and CUDA): the same
+    # update as the per-tensor loop up to rounding, and an epoch of the n-gram student ~3x faster, as
+    # that step reads and writes the whole embedding table. False: torch's per-tensor loop.
+    fused_optimizer: bool = True
     block_rows: int = field(default=200_000, metadata=param(
         "Rows of the window held in memory at once: training shuffles the window's shards a block of this "
         "many rows at a time, evaluation scores a block at a time. A window of at most this many training "

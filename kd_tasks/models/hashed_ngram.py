@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import FAMILIES
-from .base import SavedStudent
+from .base import SavedStudent, adamw
 from .training import Optimizers
 
 FAMILY = "hashed_ngram_mlp"
@@ -187,15 +187,15 @@ class HashedNgramStudent(SavedStudent):
         np.cumsum(lengths, out=offsets[1:])
         return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
 
-    def optimizer(self, learning_rate: float, sparse: bool) -> Any:
+    def optimizer(self, learning_rate: float, sparse: bool, fused: bool = True) -> Any:
         """With ``sparse``, a step updates only the embedding rows its batch touched (``RowAdam``, the
         lazy Adam of ``torch.optim.SparseAdam``) and the MLP with AdamW; else AdamW over every weight
         (whose step reads and writes the whole table)."""
         self._rows = RowAdam(self.net.embedding.weight, learning_rate) if sparse else None
         if not sparse:
-            return super().optimizer(learning_rate, sparse)
+            return super().optimizer(learning_rate, sparse, fused)
         rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
-        return Optimizers(self._rows, torch.optim.AdamW(rest, lr=learning_rate, weight_decay=1e-4))
+        return Optimizers(self._rows, adamw(rest, learning_rate, fused))
 
     @staticmethod
     def join_prepared(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

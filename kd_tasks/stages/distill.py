@@ -191,7 +191,7 @@ def train_student(window: Window | TrainingRows, config: DistillConfig, init: An
             yield train_rows, (lambda idx, p=prepared, t=teacher, g=gold:
                                loss_fn(student.forward_rows(p, idx), t[idx], g[idx]))
 
-    opt = student.optimizer(config.learning_rate, config.sparse_embedding)
+    opt = student.optimizer(config.learning_rate, config.sparse_embedding, config.fused_optimizer)
     gen = torch.Generator().manual_seed(config.seed)
     fit_blocks(student.net, blocks, opt, config.epochs, config.batch_size, gen, log_prefix)
     return student
