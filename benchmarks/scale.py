@@ -38,6 +38,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -213,10 +214,10 @@ def intent_runs(root: Path, day_counts: list[int], engines: list[str], events_pe
     return out
 
 
-def teacher_throughput(datasets: Path | None, rows: int, threads: int, repeats: int = 3,
+def teacher_throughput(datasets: Path | None, rows: int, threads: int, root: Path, repeats: int = 3,
                        train_rows: int = 2000, train_epochs: int = 3) -> dict[str, Any]:
-    """On real titles with a fine-tuned MiniLM teacher: the soft-label stage vs a bare loop and vs the
-    unsorted labelling, and what storing its logits as float16 would change."""
+    """On real titles with a fine-tuned MiniLM teacher (tuned and labelled under ``root``): the soft-label
+    stage vs a bare loop, vs the unsorted labelling and in int8, and what float16 storage would change."""
     import statistics
 
     import numpy as np
@@ -242,9 +243,6 @@ def teacher_throughput(datasets: Path | None, rows: int, threads: int, repeats: 
     labelled = [r for r in records if r.get("articleType") in classes and r.get("productDisplayName")]
     train, records = labelled[:train_rows], labelled[train_rows:train_rows + rows]
     texts = [r["productDisplayName"] for r in records]
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="kd-bench-teacher-"))
     teacher_dir = root / "teacher"
     started = time.perf_counter()
     version = bootstrap_teacher([r["productDisplayName"] for r in train], [r["articleType"] for r in train],
@@ -406,7 +404,6 @@ def student_epochs(home: Path, threads: int, repeats: int = 3) -> dict[str, Any]
     step (the default now) and sparse embedding updates; median of 3, interleaved, the features
     prepared before the clock starts."""
     import statistics
-    import tempfile
     from dataclasses import replace
 
     import torch
@@ -444,8 +441,6 @@ def student_epochs(home: Path, threads: int, repeats: int = 3) -> dict[str, Any]
 def logits_precision(logits: Any, temperature: float) -> dict[str, Any]:
     """What storing ``logits`` as float16 (zstd) instead of float32 (snappy) changes: max |delta|, mean KL
     at the training temperature, top-1 agreement, and bytes per row and class on disk."""
-    import tempfile
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -565,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     stages += intent_runs(root, days, engines, args.events_per_day, datasets, args.threads)
     epochs = student_epochs(root / "product_category" / engines[0] / str(sizes[-2 if len(sizes) > 1 else -1]),
                             args.threads)
-    teacher = teacher_throughput(datasets, args.teacher_rows, args.threads, train_rows=args.teacher_train_rows,
-                                 train_epochs=args.teacher_epochs)
+    with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as work:
+        teacher = teacher_throughput(datasets, args.teacher_rows, args.threads, Path(work),
+                                     train_rows=args.teacher_train_rows, train_epochs=args.teacher_epochs)
     celery = celery_2_vs_1(root, datasets, args.celery_rows) if args.celery_rows else {"skipped": "--celery-rows 0"}
     big, small = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
     linear = {**ratio(stages, "rows_per_s", big, small, use_case="product_category"),
