@@ -136,7 +136,8 @@ class LabelConfig:
         "Rows per teacher forward pass; 0 = by device (64 on CPU, 512 on CUDA, halved on out-of-memory).",
         minimum=0))
     label_threads: int = field(default=0, metadata=param(
-        "CPU threads of the teacher (torch, or ONNX Runtime for int8); 0 = every core the worker process may use.", minimum=0))
+        "CPU threads of the teacher (torch, or ONNX Runtime for int8); 0 = every core the worker process "
+        "may use.", minimum=0))
 
     def __post_init__(self):
         if not isinstance(self.label_device, str) or not re.fullmatch(DEVICE_PATTERN, self.label_device):
