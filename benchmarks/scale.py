@@ -142,6 +142,16 @@ def warehouse(engine: str, home: Path, name: str) -> str:
     return fresh_database(name)
 
 
+def fresh_home(path: Path) -> Path:
+    """An empty KD_HOME for one size: a previous run's soft labels of the same seeded rows would be
+    reused, and the stage would measure nothing."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def tiny_text_teacher(root: Path, labels: list[str]) -> Path:
     """A tiny random BERT classifier published as a teacher (speed of the pipeline, not of a model)."""
     from kd_tasks.config import TeacherTrainConfig
@@ -170,8 +180,7 @@ def catalogue_runs(root: Path, sizes: list[int], engines: list[str], threads: in
     out = []
     for engine in engines:
         for n in sizes + ([slope_size] if slope_size and engine == engines[0] else []):
-            home = root / "product_category" / engine / str(n)
-            home.mkdir(parents=True, exist_ok=True)
+            home = fresh_home(root / "product_category" / engine / str(n))
             uri = warehouse(engine, home, f"kd_bench_scale_{n}")
             t = time.perf_counter()
             load_products(uri, generate_catalogue(n, days=1, end_date=DS, seed=n), replace=True)
@@ -195,8 +204,7 @@ def intent_runs(root: Path, day_counts: list[int], engines: list[str], events_pe
     sources = [("synthetic", None)] + ([("taobao", datasets / TAOBAO)] if datasets else [])
     for engine in engines:
         for source, path in sources:
-            home = root / "purchase_intent" / engine / source
-            home.mkdir(parents=True, exist_ok=True)
+            home = fresh_home(root / "purchase_intent" / engine / source)
             uri = warehouse(engine, home, f"kd_bench_scale_{source}")
             t = time.perf_counter()
             events = (generate_events(max(day_counts), events_per_day, INTENT_DS) if path is None
