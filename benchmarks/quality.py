@@ -227,8 +227,8 @@ class Seeds:
     """KD students of one run trained with seeds 0..n-1, each (labels, config) trained once: the paired
     comparisons of ``--int8-check`` and ``--compare-distill`` share their reference students."""
 
-    def __init__(self, prep: Prepared, n: int):
-        self.prep, self.n, self.done = prep, n, {}
+    def __init__(self, n: int):
+        self.n, self.done = n, {}
 
     def macro_f1(self, windows: dict[str, Window], labels: str, config: DistillConfig) -> list[float]:
         out = []
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         prep = prepare(spec, corpora[key], cache, args.seed, base_model)
         result = run(prep, distill, latency_repeats=latency_repeats)
         result["notes"] = corpora[key].notes
-        seeds = Seeds(prep, args.check_seeds)
+        seeds = Seeds(args.check_seeds)
         if args.int8_check:
             result["int8_check"] = int8_check(spec, corpora[key], cache, prep, distill, seeds, args.seed, base_model)
         if args.compare_distill:

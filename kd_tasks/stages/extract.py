@@ -49,7 +49,7 @@ class DuplicateIds:
 
     def add(self, ids: pa.Array | pa.ChunkedArray) -> None:
         self.ids.append(ids)
-        self.hashes.append(np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids)))
+        self.hashes.append(lake.id_hashes(ids))
 
     def found(self) -> list[Any]:
         """Up to 5 ids that occur more than once."""

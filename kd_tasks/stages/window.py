@@ -218,7 +218,7 @@ def scan_window(use_case: UseCase, ds: str, labelling: str, lookback_days: int,
                                          f"rerun generate_soft_labels for ds={ds}")
             if provenance.get("label_names") != label_names:
                 raise ValueError(f"soft labels for ds={day} use a different label set than ds={ds}; relabel the window")
-            hashes = np.fromiter((hash(x) for x in extract.column(uc.id_column).to_pylist()), np.int64, len(extract))
+            hashes = lake.id_hashes(extract.column(uc.id_column))
             keys = extract.column(uc.holdout_column).to_pylist()
             day_pieces.append(Piece(
                 day, shard, name, newest=~_newer_copy(hashes, newer),

@@ -49,6 +49,12 @@ class NaNLogitsError(ValueError):
     """Logits contain NaN or infinity: the teacher or a soft-label file is broken."""
 
 
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash per row id (Python's ``hash``: stable within this process only), for comparing the
+    ids of a window or a partition without a hash table of the ids themselves."""
+    return np.fromiter((hash(x) for x in ids.to_pylist()), np.int64, len(ids))
+
+
 def parse_ds(ds: str) -> dt.date:
     return dt.date.fromisoformat(names.ds(ds))
 
