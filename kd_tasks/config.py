@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .home import kd_home
+from .storage.fs import AnyPath, as_path
 from .losses import LOSS_TERMS
 from .models import family
 from .models.runtime import DEVICE_PATTERN, LABEL_DTYPES
@@ -250,8 +251,8 @@ class UseCase:
         """What the teacher reads: the serving-time inputs plus the privileged ones."""
         return self.input_columns + tuple(c for c in self.privileged_columns if c not in self.input_columns)
 
-    def resolved_teacher_dir(self) -> Path:
-        return Path(self.teacher_dir) if self.teacher_dir else kd_home() / "teachers" / self.name
+    def resolved_teacher_dir(self) -> AnyPath:
+        return as_path(self.teacher_dir) if self.teacher_dir else kd_home() / "teachers" / self.name
 
     def with_overrides(self, distill: Mapping[str, Any] | None = None, gate: Mapping[str, Any] | None = None,
                        labelling: Mapping[str, Any] | None = None, **top: Any) -> "UseCase":

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,110 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture
-def kd_home(tmp_path, monkeypatch) -> Path:
-    """A fresh KD_HOME for one test."""
+def kd_home(request, tmp_path, monkeypatch) -> Path:
+    """A fresh KD_HOME for one test (in a test that asks for ``home``, that home: local or S3)."""
+    if "home" in request.fixturenames:
+        return request.getfixturevalue("home")
     home = tmp_path / "kd_home"
     monkeypatch.setenv("KD_HOME", str(home))
     monkeypatch.delenv("KD_WAREHOUSE", raising=False)
     return home
+
+
+S3_BUCKET = "kd-test"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> str:
+    """A real S3 API on 127.0.0.1 for the session (moto's server, which honours conditional writes);
+    its endpoint URL. The bucket ``kd-test`` exists; each test gets its own prefix."""
+    import socket
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                pytest.fail(f"the S3 server (moto) exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"the S3 server (moto) did not listen on {endpoint} within 30 s")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="kd-test",
+                     aws_secret_access_key="kd-test-secret").create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def use_s3(monkeypatch, endpoint: str, local: Path) -> None:
+    """Point this process (and the processes it starts) at the test S3 server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "kd-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kd-test-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("KD_LOCAL_DIR", str(local))
+
+
+@pytest.fixture
+def s3_home(s3_endpoint, tmp_path, monkeypatch):
+    """A fresh ``KD_HOME=s3://kd-test/<unique prefix>`` on the test S3 server."""
+    import uuid
+
+    from kd_tasks.storage.fs import S3Path
+
+    use_s3(monkeypatch, s3_endpoint, tmp_path / "local")
+    home = S3Path(f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/kd_home")
+    monkeypatch.setenv("KD_HOME", str(home))
+    monkeypatch.delenv("KD_WAREHOUSE", raising=False)
+    return home
+
+
+@pytest.fixture(params=["local", "s3"])
+def home(request, tmp_path, monkeypatch):
+    """``KD_HOME`` on local disk, then on the S3 server: storage tests run against both."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_home")
+    home = tmp_path / "kd_home"
+    monkeypatch.setenv("KD_HOME", str(home))
+    monkeypatch.delenv("KD_WAREHOUSE", raising=False)
+    return home
+
+
+def put_tree(src: Path, dst) -> None:
+    """Copy a local folder to a local path or an S3 location (test setup)."""
+    from kd_tasks.storage.fs import is_remote
+
+    if not is_remote(dst):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        return
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            (dst / str(p.relative_to(src))).upload(p)
+
+
+def local_files(home) -> list[str]:
+    """Every file under a home, relative (local or S3)."""
+    from kd_tasks.storage.fs import is_remote
+
+    if is_remote(home):
+        return sorted(str(p.relative_to(home)) for p, _ in home.walk_files())
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,9 @@ def load_student(directory: str | Path) -> Any:
     """Load a saved student of any family (its ``student.json`` names the family)."""
     from .base import DEFAULT_FAMILY, read_config
 
+    from ..storage.files import local_copy
+
+    directory = local_copy(directory, "model", "clear the task that wrote it, or roll back to a sound version")
     cfg = read_config(directory)
     return student_class(cfg.get("family", DEFAULT_FAMILY)).load(directory)
 
@@ -99,17 +102,19 @@ def load_student(directory: str | Path) -> Any:
 def warm_startable(use_case: Any, directory: str | Path, label_names: Sequence[str], size: str) -> bool:
     """Whether the student saved in ``directory`` can seed a fresh student of the use case (same family,
     outputs, size and inputs), judged on its saved config."""
+    from ..storage.files import local_copy
     from .base import read_config
 
+    directory = local_copy(directory, "model", "roll back to a sound version")
     cls = student_class(use_case.student_family)
     return cls.warm_startable(read_config(directory), cls.config_for(label_names, size, use_case.input_columns))
 
 
 def load_teacher(path: str | Path) -> Any:
     """Load and verify a teacher directory of any family; every failure says how to get a usable teacher."""
-    from ..storage.teachers import FIX_TEACHER, TeacherError, verified_manifest
+    from ..storage.teachers import FIX_TEACHER, TeacherError, local_teacher, verified_manifest
 
-    path = Path(path)
+    path = local_teacher(path)
     manifest = verified_manifest(path, {name: f.teacher_files for name, f in FAMILIES.items() if f.teacher})
     try:
         return teacher_class(manifest["family"]).load(path, manifest["version"], manifest)

@@ -21,7 +21,7 @@ from ..models import load_student, student_class, warm_startable
 from ..models import student_inputs
 from ..models.inputs import take
 from ..models.training import fit_blocks
-from ..storage import files, registry
+from ..storage import files, fs, registry
 from ..storage.files import IntegrityError
 from ..storage.runs import RunDir
 from ..tasks import NO_LABEL, get_task
@@ -205,7 +205,7 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDi
     cfg = use_case.distill
     labelling = labelling or teacher_version
     scan = scan_window(use_case, ds, labelling, cfg.lookback_days, home)
-    cache = run.path / "training_rows"
+    cache = _scratch(run)
     shutil.rmtree(cache, ignore_errors=True)  # a retried task's leftovers
     cache.mkdir(parents=True)
     try:
@@ -213,6 +213,28 @@ def distill_student(use_case: UseCase, ds: str, teacher_version: str, run: RunDi
                         TrainingRows.from_scan(scan, cfg.block_rows, cache))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def _scratch(run: RunDir) -> Path:
+    """Where this task keeps its training rows: the run directory on a local home, this worker's cache
+    when the run directory is on an object store (they never leave the task)."""
+    if not fs.is_remote(run.path):
+        return run.path / "training_rows"
+    return fs.cache_dir() / "training_rows" / run.path.parent.name / run.path.name
+
+
+def save_model(model: Any, target: fs.AnyPath) -> fs.AnyPath:
+    """Save a trained model into the run directory; on an object store it is built locally and published
+    with a manifest (``files.publish_dir``), so a reader never sees half of it."""
+    if not fs.is_remote(target):
+        return model.save(target)
+
+    def build(tmp: Path) -> None:
+        model.save(tmp)
+        files.write_manifest(tmp)
+
+    files.publish_dir(target, build)
+    return target
 
 
 def _distill(use_case: UseCase, ds: str, teacher_version: str, run: RunDir, home: Path | None, labelling: str,
@@ -255,7 +277,7 @@ def _distill(use_case: UseCase, ds: str, teacher_version: str, run: RunDir, home
                     100.0 * empty / max(len(train), 1))
     models = {}
     for name, model in (("student", student), ("baseline", baseline)):
-        d = model.save(run.model_dir(name))
+        d = save_model(model, run.model_dir(name))
         models[name] = {"dir": str(d), "version": files.content_version(d)}
     fact = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version, "labelling": labelling,
             "distill": asdict(cfg), "window": scan.days, "warm_started_from": warm_from,

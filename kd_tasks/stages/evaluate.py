@@ -19,7 +19,7 @@ from ..home import kd_home
 from ..metrics import Agreement
 from ..models import load_student, load_teacher
 from ..models.inputs import take
-from ..storage import registry, teachers
+from ..storage import files, registry, teachers
 from ..storage.files import IntegrityError
 from ..storage.runs import RunDir
 from ..tasks import get_task
@@ -76,12 +76,15 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
              scan.days[0] if scan.days else ds, ds)
 
     models: dict[str, dict[str, Any]] = {"teacher": {"version": teacher_version}}
-    dirs: dict[str, Path] = {name: run.model_dir(name) for name in ("student", "baseline")}
+    dirs: dict[str, Path] = {name: files.local_copy(run.model_dir(name), "model",
+                                                    "clear the distill_student task of this run to retrain")
+                             for name in ("student", "baseline")}
     students = {name: load_student(d) for name, d in dirs.items()}
     if champion_version is not None:
         models["champion"] = {"version": champion_version}
         try:  # a damaged champion must not block every later night: it is reported, not compared
-            dirs["champion"] = registry.verify_version(use_case.name, champion_version, home)
+            dirs["champion"] = files.local_copy(registry.verify_version(use_case.name, champion_version, home),
+                                                "model", "roll back to a sound version")
             students["champion"] = load_student(dirs["champion"])
         except IntegrityError as exc:
             log.error("champion %s cannot be evaluated: %s", champion_version, exc)

@@ -32,6 +32,7 @@ import numpy as np
 from .. import names
 from ..home import kd_home
 from . import files
+from .fs import AnyPath, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,13 @@ def window_days(ds: str, days: int) -> list[str]:
     return [(end - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
 
 
-def extract_dir(use_case: str, ds: str, home: Path | None = None) -> Path:
+def extract_dir(use_case: str, ds: str, home: AnyPath | None = None) -> AnyPath:
     """The folder of the extract partition of ``ds`` (its shards and manifest)."""
     base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "extract"
     return base / f"ds={parse_ds(ds)}"
 
 
-def extract_path(use_case: str, ds: str, home: Path | None = None, shard: int = 0) -> Path:
+def extract_path(use_case: str, ds: str, home: AnyPath | None = None, shard: int = 0) -> AnyPath:
     """The file of one shard of an extract partition (shard 0: the whole of a one-shard partition)."""
     return extract_dir(use_case, ds, home) / shard_name(shard)
 
@@ -89,18 +90,24 @@ def shard_index(name: str) -> int:
     return int(name[len("part-"):-len(".parquet")])
 
 
-def soft_label_dir(use_case: str, labelling: str, ds: str, home: Path | None = None) -> Path:
+def soft_label_dir(use_case: str, labelling: str, ds: str, home: AnyPath | None = None) -> AnyPath:
     """The folder of the soft labels of ``ds`` by one labelling (teacher version, and how it ran)."""
     base = names.child((home or kd_home()) / "lake", names.use_case_name(use_case)) / "soft_labels"
     return base / f"teacher={names.labelling(labelling)}" / f"ds={parse_ds(ds)}"
 
 
-def soft_label_path(use_case: str, labelling: str, ds: str, home: Path | None = None, shard: int = 0) -> Path:
+def soft_label_path(use_case: str, labelling: str, ds: str, home: AnyPath | None = None, shard: int = 0) -> AnyPath:
     """The file of the soft labels of one extract shard."""
     return soft_label_dir(use_case, labelling, ds, home) / f"shard={int(shard)}" / PART_FILE
 
 
-def write_partition(table: pa.Table, path: Path, provenance: Mapping[str, Any]) -> Path:
+def _source(path: AnyPath) -> Any:
+    """What ``pyarrow.parquet`` reads ``path`` from: the local path, or the object's bytes in memory
+    (partition files are shards of bounded size; one GET instead of many ranged ones)."""
+    return pa.BufferReader(path.read_bytes()) if is_remote(path) else path
+
+
+def write_partition(table: pa.Table, path: AnyPath, provenance: Mapping[str, Any]) -> AnyPath:
     """Write ``table`` to ``path`` atomically, with ``provenance`` in the file metadata, then its manifest."""
     meta = dict(table.schema.metadata or {})
     meta[META_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
@@ -112,12 +119,12 @@ def write_partition(table: pa.Table, path: Path, provenance: Mapping[str, Any]) 
     return path
 
 
-def check_partition(path: Path, what: str, fix: str) -> None:
+def check_partition(path: AnyPath, what: str, fix: str) -> None:
     """Verify a partition file against its folder's manifest; an older one without a manifest is
     decoded whole and, if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``."""
     if not path.is_file():
         raise PartitionMissingError(f"{what} partition {path} does not exist; {fix}")
-    if files.has_manifest(path.parent):
+    if files.has_manifest(path.parent) or not files.may_adopt(path.parent):
         files.verify(path.parent, f"{what} partition", fix, only=[path.name])
         return
     try:  # written before manifests: decode every page (checksums too) before trusting it
@@ -150,7 +157,7 @@ def provenance_of(table: pa.Table) -> dict[str, Any]:
 
 def read_provenance(path: Path, what: str = "lake", fix: str = "rewrite the partition") -> dict[str, Any]:
     check_partition(path, what, fix)
-    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+    raw = (pq.read_schema(_source(path)).metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
 
@@ -158,13 +165,13 @@ def read_partition(path: Path, what: str, fix: str, columns: Sequence[str] | Non
     """Read one verified partition; a missing or damaged file raises an error that says how to produce it."""
     check_partition(path, what, fix)
     try:
-        return pq.read_table(path, columns=list(columns) if columns is not None else None,
+        return pq.read_table(_source(path), columns=list(columns) if columns is not None else None,
                              page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise files.IntegrityError(f"{what} partition {path} could not be read ({exc}); {fix}") from None
 
 
-def extract_fix(use_case: str, day: str, home: Path | None = None) -> str:
+def extract_fix(use_case: str, day: str, home: AnyPath | None = None) -> str:
     return (f"re-extract it: run the nightly DAG of {use_case} for ds={day} again, or delete the folder "
             f"{extract_dir(use_case, day, home)} to leave that day out of training windows")
 
@@ -198,7 +205,7 @@ def _shard_manifest(directory: Path, what: str, fix: str) -> dict[str, Any]:
     is verified by decoding and given one), with at least one file listed."""
     if not directory.is_dir():
         raise PartitionMissingError(f"{what} partition {directory} does not exist; {fix}")
-    if not files.has_manifest(directory):
+    if not files.has_manifest(directory) and files.may_adopt(directory):
         check_partition(directory / PART_FILE, what, fix)
     manifest = files.read_json(directory / files.FILES_MANIFEST, f"{what} manifest", fix)
     listed = manifest.get("files") if isinstance(manifest, dict) else None
@@ -222,7 +229,7 @@ def partition_info(directory: Path, what: str = "extract", fix: str = "re-extrac
     return {**read_provenance(directory / names_[0], what, fix), "shards": len(names_)}
 
 
-def read_extract(use_case: str, ds: str, columns: Sequence[str] | None = None, home: Path | None = None) -> pa.Table:
+def read_extract(use_case: str, ds: str, columns: Sequence[str] | None = None, home: AnyPath | None = None) -> pa.Table:
     """A whole extract partition (every shard, in order) as one table."""
     directory, fix = extract_dir(use_case, ds, home), extract_fix(use_case, ds, home)
     parts = [read_partition(directory / n, "extract", fix, columns) for n in shards(directory, "extract", fix)]
@@ -257,7 +264,7 @@ def check_finite(logits: np.ndarray, where: str, fix: str) -> None:
 
 
 def read_soft_labels(use_case: str, labelling: str, day: str, shard: int, fix: str,
-                     home: Path | None = None) -> tuple[pa.Array, np.ndarray, dict[str, Any]]:
+                     home: AnyPath | None = None) -> tuple[pa.Array, np.ndarray, dict[str, Any]]:
     """Row ids (an Arrow string array), logits (n, outputs, float32) and provenance of the verified soft
     labels of one extract shard; NaN or infinite logits are refused."""
     table = read_partition(soft_label_path(use_case, labelling, day, home, shard), "soft-label", fix)

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from .. import names
 from ..home import kd_home
 from . import files
+from .fs import AnyPath, as_path
 
 # fact -> (file name, the task that writes it)
 FILES = {
@@ -36,18 +37,18 @@ FILES = {
 MODELS = ("student", "baseline")
 
 
-def runs_dir(use_case: str, home: Path | None = None) -> Path:
+def runs_dir(use_case: str, home: AnyPath | None = None) -> AnyPath:
     return names.child((home or kd_home()) / "runs", names.use_case_name(use_case))
 
 
 class RunDir:
     """Typed access to one run's directory."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | AnyPath):
+        self.path = as_path(path)
 
     @classmethod
-    def create(cls, use_case: str, run_id: str, home: Path | None = None) -> "RunDir":
+    def create(cls, use_case: str, run_id: str, home: AnyPath | None = None) -> "RunDir":
         """The directory of ``run_id`` (made safe as a folder name), created if needed."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).lstrip(".") or "_"
         path = names.child(runs_dir(use_case, home), safe)
@@ -57,15 +58,15 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    def model_dir(self, name: str) -> Path:
+    def model_dir(self, name: str) -> AnyPath:
         if name not in MODELS:
             raise ValueError(f"a run directory holds the models {MODELS}, not {name!r}")
         return self.path / name
 
-    def file(self, fact: str) -> Path:
+    def file(self, fact: str) -> AnyPath:
         return self.path / FILES[fact][0]
 
-    def write(self, fact: str, value: Any) -> Path:
+    def write(self, fact: str, value: Any) -> AnyPath:
         return files.write_json(self.file(fact), value)
 
     def read(self, fact: str) -> Any:
@@ -74,7 +75,7 @@ class RunDir:
         return files.read_json(self.file(fact), "run file", f"clear the {task} task of this run so it writes it again")
 
 
-def reports(use_case: str, home: Path | None = None) -> Iterator[Path]:
+def reports(use_case: str, home: AnyPath | None = None) -> Iterator[AnyPath]:
     """Every run's ``report.json`` of ``use_case``, oldest first."""
     base = runs_dir(use_case, home)
     yield from sorted(base.glob(f"*/{FILES['report'][0]}"), key=lambda p: p.stat().st_mtime)

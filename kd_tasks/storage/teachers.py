@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import files
 from .files import TEACHER_MANIFEST as MANIFEST, IntegrityError
+from .fs import AnyPath, as_path, is_remote
 
 log = logging.getLogger(__name__)
 FIX_TEACHER = ("run the kd_teacher_bootstrap DAG (or `python -m kd_tasks.cli bootstrap-teacher`) to create "
@@ -24,6 +25,15 @@ DEFAULT_FAMILY = "hf_sequence_classifier"  # a manifest without "family" was wri
 
 class TeacherError(IntegrityError):
     """The teacher directory is missing, incomplete or corrupt."""
+
+
+def local_teacher(path: str | AnyPath) -> Path:
+    """The teacher at ``path`` as a local folder: itself on a local home, on an object store this
+    worker's cached copy of that teacher version (downloaded once, every file checked)."""
+    try:
+        return files.local_copy(path, "teacher", FIX_TEACHER)
+    except IntegrityError as exc:
+        raise TeacherError(str(exc)) from None
 
 
 def verified_manifest(path: str | Path, weight_files: Mapping[str, Sequence[str]]) -> dict[str, Any]:
@@ -70,7 +80,7 @@ def publish_teacher(out_dir: str | Path, write: Callable[[Path], dict[str, Any]]
     manifest (content version and per-file hashes, written last) and swap it in. A crash before the
     manifest leaves a temporary folder that ``files.sweep`` removes; a crash between the two renames of
     the swap is finished by the next reader (``recover_teacher``). Returns the manifest."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_teacher(out_dir)
 
@@ -100,9 +110,10 @@ def _complete_teacher(path: Path) -> bool:
 def recover_teacher(out_dir: str | Path) -> bool:
     """Finish a teacher swap a crash interrupted: when nothing is at ``out_dir`` but a complete new
     (``.tmp-``) or old (``.old-``) folder of a dead writer lies beside it, move it into place (the new
-    one first). Returns True when it moved one."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() or not out_dir.parent.is_dir():
+    one first). Returns True when it moved one. (An object store renames nothing: a crashed upload is
+    swept, see ``files.sweep``.)"""
+    out_dir = as_path(out_dir)
+    if is_remote(out_dir) or out_dir.exists() or not out_dir.parent.is_dir():
         return False
     leftovers = [p for p in out_dir.parent.glob(f".{out_dir.name}.*-*") if p.is_dir()
                  and files.is_stale_temp(p, stale_after_s=60)]
@@ -116,11 +127,11 @@ def recover_teacher(out_dir: str | Path) -> bool:
     return False
 
 
-def profile_path(use_case: str, version: str, home: Path) -> Path:
+def profile_path(use_case: str, version: str, home: AnyPath) -> AnyPath:
     """Where the latency profile of one teacher version is kept: ``<home>/profiles/<use_case>/teacher-<version>.json``."""
     from .. import names
 
-    base = names.child(Path(home) / "profiles", names.use_case_name(use_case))
+    base = names.child(as_path(home) / "profiles", names.use_case_name(use_case))
     return base / f"teacher-{names.version(version, 'teacher version')}.json"
 
 

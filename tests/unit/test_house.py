@@ -61,7 +61,8 @@ def test_no_import_circles_no_airflow_and_few_floors():
             level[m] = 1 + max((floor(t, path + (m,)) for t in graph[m]), default=-1)
         return level[m]
 
-    assert max(floor(m) for m in graph) <= 7  # 8 floors, the CLI on top (11 before the restructure)
+    # 9 floors, the filesystem layer (storage.fs) at the bottom and the CLI on top (11 before the restructure)
+    assert max(floor(m) for m in graph) <= 8
 
 
 @pytest.mark.parametrize("room,may_not_import", [

@@ -13,6 +13,8 @@ import pytest
 from kd_tasks.storage import files, registry
 from kd_tasks.nightly import choose_action
 from kd_tasks.storage.files import content_version
+from conftest import put_tree
+from kd_tasks.storage.fs import is_remote
 
 
 V = {}  # short name -> content-hash version of that model
@@ -27,8 +29,7 @@ def model_dir(tmp_path, name):
     return d
 
 
-def test_first_promotion_then_compare_and_swap(tmp_path):
-    home = tmp_path / "home"
+def test_first_promotion_then_compare_and_swap(home, tmp_path):
     assert registry.champion("uc", home) is None
     registry.promote("uc", model_dir(tmp_path, "v1"), V["v1"], {"run_id": "r1"}, expected_champion=None, home=home)
     assert registry.champion("uc", home)["version"] == V["v1"]
@@ -45,8 +46,7 @@ def test_first_promotion_then_compare_and_swap(tmp_path):
         "intent", "promoted", "intent", "promoted", "lost_race"]
 
 
-def test_a_retried_promotion_reports_already_promoted_and_logs_nothing_new(tmp_path):
-    home = tmp_path / "home"
+def test_a_retried_promotion_reports_already_promoted_and_logs_nothing_new(home, tmp_path):
     src = model_dir(tmp_path, "v1")
     first = registry.promote("uc", src, V["v1"], {"run_id": "r1"}, expected_champion=None, home=home)
     again = registry.promote("uc", src, V["v1"], {"run_id": "r1"}, expected_champion=None, home=home)
@@ -54,8 +54,7 @@ def test_a_retried_promotion_reports_already_promoted_and_logs_nothing_new(tmp_p
     assert [e["outcome"] for e in registry.promotion_log("uc", home)] == ["promoted"]
 
 
-def test_candidate_never_moves_the_alias_and_rollback_does(tmp_path):
-    home = tmp_path / "home"
+def test_candidate_never_moves_the_alias_and_rollback_does(home, tmp_path):
     registry.promote("uc", model_dir(tmp_path, "v1"), V["v1"], {}, expected_champion=None, home=home)
     registry.record_candidate("uc", model_dir(tmp_path, "v2"), V["v2"], {"gate": {"decision": "promote"}},
                               home=home, reason="backfill run")
@@ -83,14 +82,12 @@ def _race(args):
 V0 = "c0ffee000000"
 
 
-def test_concurrent_promotions_exactly_one_wins(tmp_path):
-    home = tmp_path / "home"
+def test_concurrent_promotions_exactly_one_wins(home, tmp_path):
     src = model_dir(tmp_path, "v0")
     assert V["v0"] != V0
     registry.promote("uc", src, V["v0"], {}, expected_champion=None, home=home)
     # the racers expect V0: point the alias there by rolling back onto a registered copy named V0
-    shutil.copytree(registry.version_dir("uc", V["v0"], home), registry.registry_dir("uc", home) / "versions" / V0)
-    (registry.registry_dir("uc", home) / "versions" / V0 / files.FILES_MANIFEST).unlink()
+    put_tree(tmp_path / "models" / "v0", registry.registry_dir("uc", home) / "versions" / V0)
     jobs = [(home, model_dir(tmp_path, f"c{i}"), V[f"c{i}"]) for i in range(6)]
     registry._write_alias("uc", home, {"version": V0, "promoted_at": "", "previous": None})
     with mp.get_context("spawn").Pool(6) as pool:
@@ -130,8 +127,7 @@ def test_force_promote_needs_a_reason():
 
 
 @pytest.fixture
-def two_promotions(tmp_path):
-    home = tmp_path / "home"
+def two_promotions(home, tmp_path):
     registry.promote("uc", model_dir(tmp_path, "v1"), V["v1"], {"run_id": "r1"}, expected_champion=None, home=home)
     registry.promote("uc", model_dir(tmp_path, "v2"), V["v2"], {"run_id": "r2"}, expected_champion=V["v1"], home=home)
     return home
@@ -139,13 +135,16 @@ def two_promotions(tmp_path):
 
 def test_a_torn_last_log_line_is_dropped_and_the_log_stays_readable(two_promotions, tmp_path):
     home = two_promotions
-    path = registry.log_path("uc", home)
-    with open(path, "ab") as fh:
-        fh.write(b'{"outcome": "promo')  # a writer died mid-append
+    if is_remote(home):  # one object per entry: a damaged entry is skipped, the rest stays readable
+        (registry.log_dir("uc", home) / "01000000000000000000-000000000000-promoted.json").write_bytes(b'{"outco')
+    else:
+        with open(registry.log_path("uc", home), "ab") as fh:
+            fh.write(b'{"outcome": "promo')  # a writer died mid-append
     assert [e["outcome"] for e in registry.promotion_log("uc", home)] == ["promoted", "promoted"]
     registry.promote("uc", model_dir(tmp_path, "v3"), V["v3"], {}, expected_champion=V["v2"], home=home)
     assert [e["outcome"] for e in registry.promotion_log("uc", home)] == ["promoted"] * 3
-    assert all(json.loads(line) for line in path.read_text().splitlines())
+    if not is_remote(home):
+        assert all(json.loads(line) for line in registry.log_path("uc", home).read_text().splitlines())
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"version": "4ef5', b"\xff\xfe garbage", b'{"version": "../../x"}'])
@@ -158,7 +157,7 @@ def test_a_damaged_alias_is_rewritten_from_the_log(two_promotions, damage):
 
 def test_a_damaged_alias_without_a_log_names_the_fix_and_rollback_recovers(two_promotions):
     home = two_promotions
-    registry.log_path("uc", home).unlink()
+    files.remove_tree(registry.log_dir("uc", home) if is_remote(home) else registry.log_path("uc", home))
     registry.alias_path("uc", home).write_text('{"vers')
     with pytest.raises(files.IntegrityError, match=r"production alias .*production.json is damaged.*"
                                                    r"kd_tasks.cli rollback --use-case uc --version VERSION"):
@@ -191,6 +190,8 @@ def test_names_from_outside_never_leave_the_registry(tmp_path, use_case, version
 
 def test_leftovers_of_killed_writes_are_not_versions_and_are_swept(two_promotions):
     home = two_promotions
+    if is_remote(home):
+        return _remote_leftovers_are_not_versions_and_are_swept(home)
     versions = registry.registry_dir("uc", home) / "versions"
     legacy = versions / f".{V['v1']}.tmp-{'ab' * 16}"  # named as before temp names carried a PID
     dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -206,3 +207,24 @@ def test_leftovers_of_killed_writes_are_not_versions_and_are_swept(two_promotion
     assert registry.known_versions("uc", home) == sorted([V["v1"], V["v2"]])
     assert sorted(files.sweep(home)) == sorted([legacy, dead])
     assert alive.exists() and not dead.exists() and not legacy.exists()
+
+
+def _remote_leftovers_are_not_versions_and_are_swept(home):
+    """On S3 a killed publish leaves its marker and some files under the final name, no manifest."""
+    versions = registry.registry_dir("uc", home) / "versions"
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    half = "d" * 12
+    dead = files.temp_path(versions / half)
+    dead = dead.with_name(dead.name.replace(f"-{os.getpid()}-", f"-{dead_pid.pid}-"))
+    alive = files.temp_path(versions / ("e" * 12))  # this process is still writing it: kept
+    for marker, name in ((dead, half), (alive, "e" * 12)):
+        marker.write_bytes(b"")
+        (versions / name / "student.safetensors").write_bytes(b"half")
+    assert registry.known_versions("uc", home) == sorted([V["v1"], V["v2"]])
+    with pytest.raises(files.IntegrityError, match="manifest"):
+        registry.verify_version("uc", half, home)
+    assert files.sweep(home) == [dead]
+    assert not dead.exists() and not (versions / half).exists()
+    assert alive.exists() and (versions / ("e" * 12) / "student.safetensors").exists()
+    assert registry.known_versions("uc", home) == sorted([V["v1"], V["v2"]])
