@@ -7,7 +7,10 @@ export KD_HOME ?= $(CURDIR)/var
 export KD_DATASETS ?= $(abspath $(CURDIR)/../shared/datasets)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export AIRFLOW_HOME ?= $(KD_HOME)/airflow
+# What stays on this machine (Airflow's home, logs; the embedded warehouse and the worker cache through
+# KD_LOCAL_DIR's default in kd_tasks): KD_HOME itself when it is local, ./var when it is on S3.
+LOCAL_DIR := $(or $(KD_LOCAL_DIR),$(if $(filter s3://%,$(KD_HOME)),$(CURDIR)/var,$(KD_HOME)))
+export AIRFLOW_HOME ?= $(LOCAL_DIR)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM ?= 2
@@ -18,9 +21,9 @@ DEMO_DAYS ?= 10
 DEMO_DATA ?= synthetic
 FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
-LOGS      := $(KD_HOME)/logs
+LOGS      := $(LOCAL_DIR)/logs
 
-.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent bench-scale standalone clean-demo
+.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +104,12 @@ bench-intent: install
 SCALE_ARGS ?=
 bench-scale: install
 	$(BIN)/python -m benchmarks.scale --update-readme $(SCALE_ARGS)
+
+# Does the S3 server make two simultaneous conditional writes exclusive? (moto here, or ENDPOINT=<url>
+# BUCKET=<a test bucket>);
+# writes $(LOCAL_DIR)/bench/s3_cas.json.
+bench-s3-cas: install
+	$(BIN)/python -m benchmarks.s3_cas $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(BUCKET),--bucket $(BUCKET))
 
 # T x alpha grid on the validation split (reuses the cached teachers); writes $(KD_HOME)/bench/sweep.json.
 bench-sweep: install

@@ -27,6 +27,29 @@ HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: 
 # The Celery queue of the teacher's tasks (soft labels, fine-tuning): GPU workers serve only this one.
 # A deployment without such workers serves it from its ordinary workers (airflow celery worker -q default,teacher).
 TEACHER_QUEUE = os.environ.get("KD_TEACHER_QUEUE", "teacher")
+# The Airflow connection (type aws, the Amazon provider's) with the credentials of an s3:// KD_HOME.
+HOME_CONN_ENV = "KD_HOME_CONN_ID"
+
+
+def object_store_credentials() -> None:
+    """With ``$KD_HOME_CONN_ID`` set, take the object store's credentials, endpoint and region from
+    that Airflow connection (so they come from Airflow's secrets backend, never from code or logs):
+    login = access key id, password = secret access key, extra ``endpoint_url``, ``region_name``,
+    ``aws_session_token``. Without it, AWS's usual chain applies (environment, profile, instance role)."""
+    conn_id = os.environ.get(HOME_CONN_ENV)
+    if not conn_id:
+        return
+    from airflow.sdk import BaseHook
+
+    from kd_tasks.storage.fs import configure_s3
+
+    conn = BaseHook.get_connection(names.conn_id(conn_id))
+    extra = conn.extra_dejson or {}
+    configure_s3(access_key=conn.login or None, secret_key=conn.password or None,
+                 session_token=extra.get("aws_session_token") or None,
+                 endpoint_url=extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get(
+                     "endpoint_url") or None,
+                 region=extra.get("region_name") or None)
 
 
 def ds_param(description: str) -> Param:
@@ -54,6 +77,7 @@ def task_guard() -> Iterator[None]:
     import threading
 
     main = threading.current_thread() is threading.main_thread()  # signals can only be set from there
+    object_store_credentials()
 
     def terminate(signum, frame):
         from airflow.sdk.exceptions import AirflowTaskTerminated

@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="kd-airflow-"))
+# one per session: processes a test spawns (which import this file again) share their parent's
+_AIRFLOW_HOME = Path(os.environ.get("KD_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="kd-airflow-"))
+os.environ["KD_TEST_AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -36,54 +37,30 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture
 def kd_home(request, tmp_path, monkeypatch) -> Path:
-    """A fresh KD_HOME for one test (in a test that asks for ``home``, that home: local or S3)."""
-    if "home" in request.fixturenames:
-        return request.getfixturevalue("home")
+    """A fresh KD_HOME for one test (in a test that asks for ``home`` or ``s3_home``, that home)."""
+    for name in ("home", "s3_home"):
+        if name in request.fixturenames:
+            return request.getfixturevalue(name)
     home = tmp_path / "kd_home"
     monkeypatch.setenv("KD_HOME", str(home))
     monkeypatch.delenv("KD_WAREHOUSE", raising=False)
     return home
 
 
-S3_BUCKET = "kd-test"
+from benchmarks.s3_cas import BUCKET as S3_BUCKET  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> str:
-    """A real S3 API on 127.0.0.1 for the session (moto's server, which honours conditional writes);
-    its endpoint URL. The bucket ``kd-test`` exists; each test gets its own prefix."""
-    import socket
+    """A real S3 API on 127.0.0.1 for the session (moto's server); its endpoint URL. The bucket
+    ``kd-test`` exists; each test gets its own prefix."""
+    from benchmarks.s3_cas import moto_server
 
-    import boto3
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"the S3 server (moto) exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"the S3 server (moto) did not listen on {endpoint} within 30 s")
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="kd-test",
-                     aws_secret_access_key="kd-test-secret").create_bucket(Bucket=S3_BUCKET)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with moto_server(tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
+            yield endpoint
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def use_s3(monkeypatch, endpoint: str, local: Path) -> None:

@@ -56,7 +56,8 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
         if version is None:
             raise ValueError(f"{use_case.name} has no production model yet; run the nightly DAG until one is promoted")
     manifest = registry.version_manifest(use_case.name, version, home)  # verifies the version's files
-    student = HashedNgramStudent.load(registry.version_dir(use_case.name, version, home))
+    student = HashedNgramStudent.load(files.local_copy(registry.version_dir(use_case.name, version, home), "model",
+                                                       f"roll back {use_case.name} to a sound version"))
     texts = held_out_texts(use_case, manifest["data_window"], home)
     if not texts:
         raise ValueError(f"no held-out rows in the extract partitions {manifest['data_window']} to smoke-test "
