@@ -12,7 +12,6 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .home import kd_home

@@ -16,7 +16,6 @@ predecessors wrote. A missing or damaged file names the task to clear.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Iterator
 
 from .. import names

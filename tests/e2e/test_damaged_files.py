@@ -2,7 +2,6 @@
 named and the fix. Bytes are flipped in, or cut from, real files of a real night, on a local home and
 on an S3 home (whole nights, promotions included, on the S3 server)."""
 import json
-from pathlib import Path
 
 import pytest
 

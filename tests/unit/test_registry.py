@@ -4,7 +4,6 @@ import os
 import time
 import multiprocessing as mp
 import re
-import shutil
 import subprocess
 import sys
 
