@@ -26,9 +26,17 @@ import posixpath
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Iterator, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Union
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+
+def _pafs() -> Any:
+    """pyarrow.fs, imported on first use (DAG files import this module when they are parsed)."""
+    import pyarrow.fs
+
+    return pyarrow.fs
 
 SCHEME = "s3://"
 _settings: dict[str, str | None] = {}
@@ -82,7 +90,7 @@ class S3Store:
             if self.access_key:
                 kwargs.update(access_key=self.access_key, secret_key=self.secret_key,
                               session_token=self.session_token)
-            self._fs = pafs.S3FileSystem(**kwargs)
+            self._fs = _pafs().S3FileSystem(**kwargs)
         return self._fs
 
     @property
@@ -223,17 +231,17 @@ class S3Path:
         return self.store.fs.get_file_info(self.key)
 
     def exists(self) -> bool:
-        return self._info().type != pafs.FileType.NotFound
+        return self._info().type != _pafs().FileType.NotFound
 
     def is_file(self) -> bool:
-        return self._info().type == pafs.FileType.File
+        return self._info().type == _pafs().FileType.File
 
     def is_dir(self) -> bool:
-        return self._info().type == pafs.FileType.Directory
+        return self._info().type == _pafs().FileType.Directory
 
     def stat(self) -> _Stat:
         info = self._info()
-        if info.type == pafs.FileType.NotFound:
+        if info.type == _pafs().FileType.NotFound:
             raise FileNotFoundError(str(self))
         return _Stat(info)
 
@@ -242,7 +250,8 @@ class S3Path:
 
     def _list(self, recursive: bool) -> list[pafs.FileInfo]:
         try:
-            return self.store.fs.get_file_info(pafs.FileSelector(self.key, recursive=recursive, allow_not_found=True))
+            selector = _pafs().FileSelector(self.key, recursive=recursive, allow_not_found=True)
+            return self.store.fs.get_file_info(selector)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -253,7 +262,7 @@ class S3Path:
     def walk_files(self) -> Iterator[tuple["S3Path", _Stat]]:
         """Every object under this prefix with its size and time (one listing)."""
         for info in sorted(self._list(True), key=lambda i: i.path):
-            if info.type == pafs.FileType.File:
+            if info.type == _pafs().FileType.File:
                 yield S3Path(info.path, self.store), _Stat(info)
 
     def glob(self, pattern: str) -> Iterator["S3Path"]:
@@ -289,10 +298,10 @@ class S3Path:
         return self.write_bytes(text.encode(encoding))
 
     def upload(self, local: Path) -> None:
-        pafs.copy_files(str(local), self.key, destination_filesystem=self.store.fs)
+        _pafs().copy_files(str(local), self.key, destination_filesystem=self.store.fs)
 
     def download(self, local: Path) -> None:
-        pafs.copy_files(self.key, str(local), source_filesystem=self.store.fs)
+        _pafs().copy_files(self.key, str(local), source_filesystem=self.store.fs)
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: a prefix exists once an object is under it."""
@@ -306,9 +315,9 @@ class S3Path:
 
     def remove_tree(self) -> None:
         info = self._info()
-        if info.type == pafs.FileType.Directory:
+        if info.type == _pafs().FileType.Directory:
             self.store.fs.delete_dir(self.key)
-        elif info.type == pafs.FileType.File:
+        elif info.type == _pafs().FileType.File:
             self.store.fs.delete_file(self.key)
 
     # -- arrow
@@ -343,7 +352,7 @@ def open_read(path: AnyPath) -> BinaryIO:
 
 def arrow(path: AnyPath) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and path to hand to ``pyarrow.parquet`` / ``pyarrow.dataset``."""
-    return path.arrow() if isinstance(path, S3Path) else (pafs.LocalFileSystem(), str(path))
+    return path.arrow() if isinstance(path, S3Path) else (_pafs().LocalFileSystem(), str(path))
 
 
 def kd_home() -> AnyPath:

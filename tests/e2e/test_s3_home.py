@@ -121,7 +121,8 @@ def test_nights_on_s3_promote_record_candidates_roll_back_and_export(airflow_db,
     # nothing was left half written, and the secret is in no output, no local file and no object
     assert files.sweep(s3_home, stale_after_s=0) == []
     assert SECRET not in out
-    local = [p for p in Path(os.environ["KD_LOCAL_DIR"]).rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    local = [p for p in Path(os.environ["KD_LOCAL_DIR"]).rglob("*")
+             if p.is_file() and SECRET.encode() in p.read_bytes()]
     airflow = [p for p in Path(os.environ["AIRFLOW_HOME"]).rglob("*")
                if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert local == [] and airflow == []
