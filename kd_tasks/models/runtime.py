@@ -102,6 +102,19 @@ def labelling(version: str, dtype: str) -> str:
     return version if dtype == "fp32" else f"{version}-{dtype}"
 
 
+# How the int8 teacher is made (``models.int8``); a new recipe rebuilds it and relabels its shards.
+# reduce_range: 7-bit weights. On x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels add pairs of
+# products in 16 bits, which can saturate with full-range weights: on such a CPU (AMD EPYC, AVX2 only)
+# a tiny test teacher's int8 logits moved by 11% of their range with 8-bit weights, by less than 10%
+# with 7-bit ones. One recipe for every worker keeps the labels of one labelling alike wherever they ran.
+INT8_RECIPE = "onnx-export-opset18 quant_pre_process quantize_dynamic QInt8 per-channel reduce_range MatMul"
+
+
+def recipe(dtype: str) -> str | None:
+    """What, beyond the dtype, makes a labelling's numbers (the int8 recipe); None for the others."""
+    return INT8_RECIPE if dtype == "int8" else None
+
+
 class Progress:
     """Progress lines for a long loop: rows done, rows/s and ETA, at most every ``every_s`` seconds."""
 

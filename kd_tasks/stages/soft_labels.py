@@ -145,7 +145,9 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
                               "rows": len(ids), "status": "labelled"}
     if dst.exists():
         try:
-            if lake.read_provenance(dst, "soft-label", "").get("extract_ids") == fingerprint:
+            provenance = lake.read_provenance(dst, "soft-label", "")
+            if (provenance.get("extract_ids") == fingerprint
+                    and provenance.get("recipe") == runtime.recipe(use_case.labelling.label_dtype)):
                 return {**result, "status": "reused"}
         except IntegrityError as exc:
             log.warning("relabelling ds=%s shard %d: %s", day, shard, str(exc).rstrip("; "))
@@ -166,6 +168,7 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
         "labelling": labelling, "label_names": teacher.label_names, "extract_path": str(directory / name),
         "extract_ids": fingerprint, "extract_provenance": lake.provenance_of(extract), "run": run,
         "logits_dtype": str(table.schema.field("logits").type.value_type),
+        **({"recipe": runtime.recipe(placed["dtype"])} if runtime.recipe(placed["dtype"]) else {}),
     })
     log.info("soft labels ds=%s shard %d: %d rows in %.1fs (%.0f rows/s on %s, %s) -> %s", day, shard, len(ids),
              elapsed, rate, placed["device"], placed["dtype"], dst)

@@ -43,6 +43,21 @@ def test_int8_labels_live_apart_and_agree_with_the_fp32_teacher(kd_home, tiny_te
         assert prov["labelling"].endswith("-int8") and prov["run"]["dtype"] == "int8"
         assert (logits_a.argmax(1) == logits_b.argmax(1)).mean() >= 0.98
         assert np.abs(logits_a - logits_b).max() < 0.1 * np.abs(logits_a).max()
+    assert generate_soft_labels(int8, DS)["reused"] == [DS]
+
+
+def test_int8_shards_of_another_recipe_are_relabelled(kd_home, tiny_teacher, monkeypatch):
+    uc = resolve_use_case("product_category", {"extract_lookback_days": 3, "label_dtype": "int8",
+                                               "label_threads": 1})
+    extract_partition(uc, DS, f"sqlite:///{kd_home / 'warehouse.db'}")
+    recipe = runtime.INT8_RECIPE
+    monkeypatch.setattr(runtime, "INT8_RECIPE", "an earlier recipe")
+    assert generate_soft_labels(uc, DS)["labelled"] == [DS]
+    assert generate_soft_labels(uc, DS)["reused"] == [DS]
+    monkeypatch.setattr(runtime, "INT8_RECIPE", recipe)
+    assert generate_soft_labels(uc, DS)["labelled"] == [DS]  # same labelling name, other numbers: relabelled
+    assert lake.read_soft_labels("product_category", runtime.labelling(tiny_teacher["version"], "int8"), DS, 0,
+                                 "")[2]["recipe"] == runtime.INT8_RECIPE
 
 
 def test_the_int8_model_is_built_once_and_a_damaged_one_rebuilt(tmp_path, tiny_base, caplog):
