@@ -49,6 +49,9 @@ def kd_home(request, tmp_path, monkeypatch) -> Path:
 
 from benchmarks.s3_cas import BUCKET as S3_BUCKET  # noqa: E402
 
+# the test server's credentials (moto accepts any)
+S3_ENV = {"AWS_ACCESS_KEY_ID": "kd-test", "AWS_SECRET_ACCESS_KEY": "kd-test-secret", "AWS_REGION": "us-east-1"}
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> str:
@@ -66,9 +69,8 @@ def s3_endpoint(tmp_path_factory) -> str:
 def use_s3(monkeypatch, endpoint: str, local: Path) -> None:
     """Point this process (and the processes it starts) at the test S3 server."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "kd-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kd-test-secret")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("KD_LOCAL_DIR", str(local))
 
 

@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from .fs import AnyPath, S3Path, as_path, cache_dir, is_remote, open_read
 
@@ -294,9 +294,11 @@ def may_adopt(directory: str | AnyPath) -> bool:
     return not is_remote(as_path(directory))
 
 
-def verify(directory: str | AnyPath, what: str, fix: str, only: Iterable[str] | None = None) -> dict[str, Any]:
+def verify(directory: str | AnyPath, what: str, fix: str, only: Iterable[str] | None = None,
+           contents: Mapping[str, bytes] | None = None) -> dict[str, Any]:
     """Check ``directory`` against its manifest (all files, or those in ``only``); raise
-    ``IntegrityError`` naming the first file that is missing or differs, and the fix."""
+    ``IntegrityError`` naming the first file that is missing or differs, and the fix. ``contents``:
+    bytes already read of some files, checked instead of reading them again."""
     directory = as_path(directory)
     manifest = read_json(directory / FILES_MANIFEST, f"{what} manifest", fix)
     files = manifest.get("files") if isinstance(manifest, dict) else None
@@ -306,13 +308,15 @@ def verify(directory: str | AnyPath, what: str, fix: str, only: Iterable[str] | 
         entry, path = files.get(name), directory / name
         if entry is None:
             raise IntegrityError(f"{what} {path} is not in its manifest {directory / FILES_MANIFEST}; {fix}")
-        if not path.is_file():
+        data = (contents or {}).get(name)
+        if data is None and not path.is_file():
             raise IntegrityError(f"{what} {path} is missing (listed in {directory / FILES_MANIFEST}); {fix}")
-        size = path.stat().st_size
+        size = path.stat().st_size if data is None else len(data)
         if size != entry.get("bytes"):
             raise IntegrityError(f"{what} {path} has {size} bytes but was written with {entry.get('bytes')} "
                                  f"(truncated or changed); {fix}")
-        if sha256_file(path) != entry.get("sha256"):
+        digest = sha256_file(path) if data is None else hashlib.sha256(data).hexdigest()
+        if digest != entry.get("sha256"):
             raise IntegrityError(f"{what} {path} does not match the hash it was written with "
                                  f"(changed or damaged); {fix}")
     return manifest

@@ -170,23 +170,9 @@ class S3Path:
     def __truediv__(self, other: Union[str, os.PathLike[str]]) -> "S3Path":
         return S3Path(posixpath.join(self.key, str(other)), self.store)
 
-    def joinpath(self, *others: str) -> "S3Path":
-        out = self
-        for o in others:
-            out = out / o
-        return out
-
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
-
-    @property
-    def stem(self) -> str:
-        return PurePosixPath(self.name).stem
-
-    @property
-    def suffix(self) -> str:
-        return PurePosixPath(self.name).suffix
 
     @property
     def parent(self) -> "S3Path":
@@ -320,10 +306,6 @@ class S3Path:
         elif info.type == _pafs().FileType.File:
             self.store.fs.delete_file(self.key)
 
-    # -- arrow
-    def arrow(self) -> tuple[pafs.FileSystem, str]:
-        return self.store.fs, self.key
-
 
 AnyPath = Union[Path, S3Path]
 
@@ -348,11 +330,6 @@ def is_remote(path: Any) -> bool:
 
 def open_read(path: AnyPath) -> BinaryIO:
     return path.open_read() if isinstance(path, S3Path) else open(path, "rb")
-
-
-def arrow(path: AnyPath) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and path to hand to ``pyarrow.parquet`` / ``pyarrow.dataset``."""
-    return path.arrow() if isinstance(path, S3Path) else (_pafs().LocalFileSystem(), str(path))
 
 
 def kd_home() -> AnyPath:

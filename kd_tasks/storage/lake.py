@@ -101,12 +101,6 @@ def soft_label_path(use_case: str, labelling: str, ds: str, home: AnyPath | None
     return soft_label_dir(use_case, labelling, ds, home) / f"shard={int(shard)}" / PART_FILE
 
 
-def _source(path: AnyPath) -> Any:
-    """What ``pyarrow.parquet`` reads ``path`` from: the local path, or the object's bytes in memory
-    (partition files are shards of bounded size; one GET instead of many ranged ones)."""
-    return pa.BufferReader(path.read_bytes()) if is_remote(path) else path
-
-
 def write_partition(table: pa.Table, path: AnyPath, provenance: Mapping[str, Any]) -> AnyPath:
     """Write ``table`` to ``path`` atomically, with ``provenance`` in the file metadata, then its manifest."""
     meta = dict(table.schema.metadata or {})
@@ -119,14 +113,17 @@ def write_partition(table: pa.Table, path: AnyPath, provenance: Mapping[str, Any
     return path
 
 
-def check_partition(path: AnyPath, what: str, fix: str) -> None:
+def check_partition(path: AnyPath, what: str, fix: str) -> Any:
     """Verify a partition file against its folder's manifest; an older one without a manifest is
-    decoded whole and, if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``."""
+    decoded whole and, if sound, given one. Raises ``IntegrityError`` naming the file and ``fix``.
+    Returns what ``pyarrow.parquet`` reads it from: the local path, or on an object store the bytes
+    that were verified (a shard is of bounded size: one GET, hashed and parsed from memory)."""
     if not path.is_file():
         raise PartitionMissingError(f"{what} partition {path} does not exist; {fix}")
     if files.has_manifest(path.parent) or not files.may_adopt(path.parent):
-        files.verify(path.parent, f"{what} partition", fix, only=[path.name])
-        return
+        data = {path.name: path.read_bytes()} if is_remote(path) else None
+        files.verify(path.parent, f"{what} partition", fix, only=[path.name], contents=data)
+        return pa.BufferReader(data[path.name]) if data else path
     try:  # written before manifests: decode every page (checksums too) before trusting it
         table = pq.read_table(path, page_checksum_verification=True)
         if META_KEY not in (table.schema.metadata or {}):
@@ -135,6 +132,7 @@ def check_partition(path: AnyPath, what: str, fix: str) -> None:
         raise files.IntegrityError(f"{what} partition {path} is damaged ({type(exc).__name__}: {exc}); {fix}") from None
     files.write_manifest(path.parent, [path.name])
     log.info("verified %s (written before manifests) and gave it a manifest", path)
+    return path
 
 
 def is_sound(path: Path, what: str) -> bool:
@@ -156,16 +154,15 @@ def provenance_of(table: pa.Table) -> dict[str, Any]:
 
 
 def read_provenance(path: Path, what: str = "lake", fix: str = "rewrite the partition") -> dict[str, Any]:
-    check_partition(path, what, fix)
-    raw = (pq.read_schema(_source(path)).metadata or {}).get(META_KEY)
+    raw = (pq.read_schema(check_partition(path, what, fix)).metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
 
 def read_partition(path: Path, what: str, fix: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Read one verified partition; a missing or damaged file raises an error that says how to produce it."""
-    check_partition(path, what, fix)
+    source = check_partition(path, what, fix)
     try:
-        return pq.read_table(_source(path), columns=list(columns) if columns is not None else None,
+        return pq.read_table(source, columns=list(columns) if columns is not None else None,
                              page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise files.IntegrityError(f"{what} partition {path} could not be read ({exc}); {fix}") from None

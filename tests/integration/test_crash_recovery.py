@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DS, ROOT, S3_BUCKET, TINY_TEACHER_TRAIN
+from conftest import DS, ROOT, S3_BUCKET, S3_ENV, TINY_TEACHER_TRAIN
 from kd_tasks.storage import files, registry
 from kd_tasks.storage.fs import S3Path, is_remote
 from kd_tasks import nightly
@@ -26,9 +26,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import crash_driver  # noqa: E402
 
 DRIVER = Path(__file__).parent / "crash_driver.py"
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "kd-test", "AWS_SECRET_ACCESS_KEY": "kd-test-secret", "AWS_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
