@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from kd_tasks.storage.fs import AnyPath, as_path
+
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URI = os.environ.get("KD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres")
@@ -49,7 +51,7 @@ class Cluster:
     def __init__(self, root: Path, env: dict[str, str], port: int):
         self.root, self.env, self.port = root, env, port
         self.procs: list[subprocess.Popen] = []
-        self.kd_home = Path(env["KD_HOME"])
+        self.kd_home = as_path(env["KD_HOME"])  # a local folder or an object-store location
         self._token = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -159,7 +161,7 @@ def drop_database(name: str) -> None:
     admin.close()
 
 
-def cluster(root: Path, kd_home: Path, metadata: str, redis_db: int, extra_dags: dict[str, str] | None = None,
+def cluster(root: Path, kd_home: AnyPath, metadata: str, redis_db: int, extra_dags: dict[str, str] | None = None,
             parallelism: int = 2, quick: bool = True) -> Cluster:
     """A stack's environment (not started): the project's DAG files (plus ``extra_dags``, file name ->
     source) in a folder of its own, Airflow home under ``root``. ``quick``: the scheduler's heartbeat
@@ -192,9 +194,12 @@ def cluster(root: Path, kd_home: Path, metadata: str, redis_db: int, extra_dags:
     return Cluster(root, env, port)
 
 
-def start(c: Cluster, workers: Sequence[tuple[str, str]], dag_ids: Sequence[str], pool_slots: int = 2) -> None:
+def start(c: Cluster, workers: Sequence[tuple[str, str]], dag_ids: Sequence[str], pool_slots: int = 2,
+          own_local_dirs: bool = False) -> None:
     """Migrate the metadata, create the ``kd_heavy`` pool, start the control plane and one Celery worker
-    per (name, queues) with one task at a time, and wait until ``dag_ids`` are parsed."""
+    per (name, queues) with one task at a time, and wait until ``dag_ids`` are parsed.
+    ``own_local_dirs``: each worker gets a ``KD_LOCAL_DIR`` of its own (its cache), as on a machine of its
+    own beside an object-store home."""
     c.cli("db", "migrate")
     c.cli("pools", "set", "kd_heavy", str(pool_slots), "teacher inference, training, latency measurement")
     c.start("api-server", "--port", str(c.port))
@@ -202,7 +207,9 @@ def start(c: Cluster, workers: Sequence[tuple[str, str]], dag_ids: Sequence[str]
     c.start("scheduler")
     for name, queues in workers:
         c.start("celery", "worker", "--queues", queues, "--concurrency", "1", "--celery-hostname",
-                f"{name}@%h", name=name, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())})
+                f"{name}@%h", name=name, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                                              **({"KD_LOCAL_DIR": str(c.root / name / "local")}
+                                                 if own_local_dirs else {})})
     c.wait("the API server", lambda: c.api("GET", "/monitor/health")[0] == 200, timeout=120)
     for dag_id in dag_ids:
         c.wait(f"{dag_id} to be parsed", lambda d=dag_id: c.api("GET", f"/dags/{d}")[0] == 200, timeout=120)

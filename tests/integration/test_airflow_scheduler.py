@@ -3,6 +3,9 @@ dag-processor and api-server as processes, metadata on the running PostgreSQL, t
 the Redis broker on 127.0.0.1:6379 and two `airflow celery worker` processes (one serving only the
 ``teacher`` queue, one ``default`` and ``teacher``), parallelism 2, the ``kd_heavy`` pool with 2 slots.
 The LocalExecutor is configured beside it (``CeleryExecutor,LocalExecutor``) for the reference run.
+``KD_HOME`` is on object storage (the test S3 server), the one place every worker sees; the Airflow
+processes get its credentials, endpoint and region from an Airflow AWS connection only, and each
+worker keeps its own local cache.
 
 Sequence (one module-scoped Airflow, every process stopped by PID at the end, pass or fail):
 1. unpause the nightly DAG: the scheduler creates the scheduled run for yesterday, which promotes
@@ -13,7 +16,9 @@ Sequence (one module-scoped Airflow, every process stopped by PID at the end, pa
 3. a manual trigger with a bad param is refused by the API and creates no run;
 4. the same night on the LocalExecutor (a copy of the nightly DAG whose tasks name it) and on the
    Celery workers, with its partition in several shards: the shards spread over both workers, and
-   the soft labels (bit for bit), the student version and the gate decision are the same.
+   the soft labels (bit for bit), the student version and the gate decision are the same; both
+   workers downloaded the teacher once into their own caches, and the connection's secret is in no
+   log and no object.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import os
 import pytest
 
 from benchmarks import airflow_stack as stack
-from conftest import TINY_TEACHER_TRAIN
+from conftest import S3_BUCKET, S3_ENV, TINY_TEACHER_TRAIN
 
 NIGHTLY, EXPORT = "kd_product_category_nightly", "kd_export_production_model"
 REFERENCE = "kd_product_category_nightly_local"  # the nightly chain with every task on the LocalExecutor
@@ -48,37 +53,56 @@ reference()
 REDIS_DB = 9  # the broker's database on the running Redis, emptied before and after
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yesterday is DAYS[-1]
+SECRET = "kd-stack-secret-3Fv9-never-shown"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, fashion_records, tiny_base):
+def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
+    import uuid
+
     from kd_tasks.loaders import catalogue
     from kd_tasks.nightly import bootstrap, resolve_use_case
+    from kd_tasks.storage.fs import S3Path
 
     root = tmp_path_factory.mktemp("airflow_cluster")
     db = f"kd_airflow_{os.getpid()}"
     metadata = stack.create_database(db)
-    c = stack.cluster(root, root / "kd_home", metadata, REDIS_DB, {"kd_reference_local.py": REFERENCE_DAG})
+    mp = pytest.MonkeyPatch()  # this process reads the same home with the test server's credentials
+    mp.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    for name, value in S3_ENV.items():
+        mp.setenv(name, value)
+    home = S3Path(f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/kd_home")
+    mp.setenv("KD_HOME", str(home))
+    c = stack.cluster(root, home, metadata, REDIS_DB, {"kd_reference_local.py": REFERENCE_DAG})
+    # the warehouse stands for a database server every worker reaches; the object store's credentials
+    # reach the Airflow processes through an Airflow connection only
+    warehouse = f"sqlite:///{root / 'warehouse.db'}"
+    for name in [k for k in c.env if k.startswith("AWS_")]:
+        del c.env[name]
+    c.env.update(KD_WAREHOUSE=warehouse, KD_LOCAL_DIR=str(root / "local"), KD_HOME_CONN_ID="kd_object_store",
+                 AIRFLOW_CONN_KD_OBJECT_STORE=json.dumps({
+                     "conn_type": "aws", "login": "kd-test", "password": SECRET,
+                     "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
     stack.flush_broker(REDIS_DB)
+    mp.setenv("KD_LOCAL_DIR", str(root / "test-local"))
+    mp.setenv("KD_WAREHOUSE", warehouse)
     try:
         # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("KD_HOME", str(c.kd_home))
-            rows = catalogue.catalogue_rows(fashion_records[:1600], source="fashion",
-                                            text_column="productDisplayName", label_column="masterCategory",
-                                            id_column="id", end_date=DAYS[-1], days=len(DAYS))
-            for r in rows[::4]:
-                r["category"] = None
-            uri = f"sqlite:///{c.kd_home / 'warehouse.db'}"
-            catalogue.load_products(uri, rows, replace=True)
-            bootstrap(resolve_use_case("product_category"), DAYS[-1], uri, base_model=str(tiny_base),
-                      train=TINY_TEACHER_TRAIN)
+        rows = catalogue.catalogue_rows(fashion_records[:1600], source="fashion",
+                                        text_column="productDisplayName", label_column="masterCategory",
+                                        id_column="id", end_date=DAYS[-1], days=len(DAYS))
+        for r in rows[::4]:
+            r["category"] = None
+        catalogue.load_products(warehouse, rows, replace=True)
+        bootstrap(resolve_use_case("product_category"), DAYS[-1], warehouse, base_model=str(tiny_base),
+                  train=TINY_TEACHER_TRAIN)
         # two workers, one task at a time each: a GPU-like worker on the teacher queue only, and a general one
         stack.start(c, [("worker-teacher", "teacher"), ("worker-general", "default,teacher")],
-                    [NIGHTLY, EXPORT, REFERENCE])
+                    [NIGHTLY, EXPORT, REFERENCE], own_local_dirs=True)
         yield c
     finally:
         c.stop()
+        mp.undo()
         stack.flush_broker(REDIS_DB)
         stack.drop_database(db)
 
@@ -91,8 +115,9 @@ def _promotions(c: stack.Cluster) -> list[dict]:
 
 
 def _alias(c: stack.Cluster) -> str | None:
-    path = c.kd_home / "registry" / "product_category" / "aliases" / "production.json"
-    return json.loads(path.read_text())["version"] if path.exists() else None
+    from kd_tasks.storage import registry
+
+    return registry.alias_version("product_category", c.kd_home)
 
 
 def test_scheduled_nightly_run_promotes_and_the_asset_triggers_the_export(cluster):
@@ -157,13 +182,11 @@ def test_bad_param_is_refused_and_creates_no_run(cluster):
 def _night(c: stack.Cluster, dag_id: str, conf: dict) -> dict:
     """Trigger ``dag_id`` for ``conf`` with no soft labels in the lake (every shard is labelled); return
     what the night produced: each shard's logits, the student version, the gate decision."""
-    import shutil
-
     import numpy as np
 
     from kd_tasks.storage import lake
 
-    shutil.rmtree(c.kd_home / "lake" / "product_category" / "soft_labels", ignore_errors=True)
+    (c.kd_home / "lake" / "product_category" / "soft_labels").remove_tree()
     run_id = c.trigger(dag_id, conf)
     from kd_tasks.storage.runs import RunDir
 
@@ -202,3 +225,14 @@ def test_shards_spread_over_two_celery_workers_give_the_same_night_as_the_local_
     assert teacher | general == set(range(celery["labelled"]["shards"])) and not teacher & general
     assert not _shards_run_by(c, "worker-teacher", local["run_id"]) | _shards_run_by(c, "worker-general",
                                                                                     local["run_id"])
+    for worker in ("worker-teacher", "worker-general"):  # each downloaded the teacher once, by its version
+        cached = [p.name for p in (c.root / worker / "local" / "cache" / "teachers").iterdir()]
+        assert cached == [celery["labelled"]["teacher_version"]], (worker, cached)
+
+
+def test_the_object_store_secret_is_in_no_log_no_local_file_and_no_object(cluster):
+    c = cluster
+    assert any(c.root.rglob("*.log")), "the stack's logs must be there to be searched"
+    local = [p for p in c.root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert local == []
+    assert [p for p, _ in c.kd_home.walk_files() if SECRET.encode() in p.read_bytes()] == []
