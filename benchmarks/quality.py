@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import pickle
-import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks import datasets as bd
+from benchmarks.machine import cpu_model
 from kd_tasks.storage import lake
 from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
 from kd_tasks.config import DistillConfig, TeacherTrainConfig, UseCase
@@ -311,12 +311,7 @@ def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import signal
 import subprocess
@@ -43,6 +42,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from benchmarks.machine import cpu_model
 
 log = logging.getLogger("bench.scale")
 DS = "2024-01-10"
@@ -544,58 +545,26 @@ def readme_table(report: dict[str, Any]) -> str:
     return "\n".join(lines + ["", README_END])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--sizes", default="10000,100000,1000000", help="catalogue sizes (rows per night)")
-    parser.add_argument("--engines", default="sqlite,postgresql")
-    parser.add_argument("--slope-size", type=int, default=2_000_000,
-                        help="one more catalogue size, on the first engine, for the memory extrapolation (0: none)")
-    parser.add_argument("--intent-days", default="1,2,4,8")
-    parser.add_argument("--events-per-day", type=int, default=1_000_000)
-    parser.add_argument("--teacher-rows", type=int, default=4000, help="real titles for the teacher throughput")
-    parser.add_argument("--teacher-train-rows", type=int, default=2000, help="real titles the teacher is tuned on")
-    parser.add_argument("--teacher-epochs", type=int, default=3, help="fine-tuning epochs of that teacher")
-    parser.add_argument("--celery-rows", type=int, default=20_000,
-                        help="titles of the 2-workers-vs-1 run on a real Airflow stack (0: skip it)")
-    parser.add_argument("--quality-checks", default=None, help=f"the JSON of python -m benchmarks.quality "
-                        f"{QUALITY_CHECKS} (default: $KD_HOME/bench/quality-checks.json)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--out", default=None, help="default: $KD_HOME/bench/scale.json")
-    parser.add_argument("--update-readme", action="store_true")
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(run_stage(json.loads(args.child))))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from kd_tasks.home import kd_home
+def quality_checks_path(given: str | None, home: Path) -> Path:
+    """``--quality-checks``, else ``$KD_HOME/bench/quality-checks.json``, else the recorded one."""
+    if given:
+        return Path(given)
+    return next((p for p in (home / "bench" / "quality-checks.json", RECORDED_QUALITY_CHECKS) if p.is_file()),
+                home / "bench" / "quality-checks.json")
 
-    home = kd_home()
-    root = home / "bench" / "scale"
-    root.mkdir(parents=True, exist_ok=True)
-    datasets = Path(os.environ.get("KD_DATASETS", ROOT.parent / "shared" / "datasets"))
-    datasets = datasets if (datasets / "fashion_product_styles").is_dir() else None
-    sizes = [int(x) for x in args.sizes.split(",")]
-    engines = args.engines.split(",")
-    days = [int(x) for x in args.intent_days.split(",")]
-    load = os.getloadavg()
-    stages = catalogue_runs(root, sizes, engines, args.threads, args.slope_size)
-    stages += intent_runs(root, days, engines, args.events_per_day, datasets, args.threads)
-    epochs = student_epochs(root / "product_category" / engines[0] / str(sizes[-2 if len(sizes) > 1 else -1]),
-                            args.threads)
-    with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as work:
-        teacher = teacher_throughput(datasets, args.teacher_rows, args.threads, Path(work),
-                                     train_rows=args.teacher_train_rows, train_epochs=args.teacher_epochs)
-    celery = celery_2_vs_1(root, datasets, args.celery_rows) if args.celery_rows else {"skipped": "--celery-rows 0"}
+
+def judge(measured: dict[str, Any], checks: Path) -> dict[str, Any]:
+    """The ratios and targets of a run's measurements, with the quality checks read from ``checks``."""
+    stages, teacher, epochs, celery = (measured[k] for k in ("stages", "teacher", "student_epochs", "celery"))
+    sizes = measured["sizes"]
+    days = measured.get("intent_days") or sorted({s.get("size", s.get("days")) for s in stages
+                                                  if s["use_case"] == "purchase_intent"})
     big, small = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
     linear = {**ratio(stages, "rows_per_s", big, small, use_case="product_category"),
               **ratio(stages, "rows_per_s", days[-1], days[-2], use_case="purchase_intent")}
     rss = ratio(stages, "peak_rss_mb", big, small, use_case="product_category")
     extrapolation = extrapolate_10m_7day_gb(stages, sizes)
     extrapolated = extrapolation["peak_gb"] if extrapolation else None
-    checks = Path(args.quality_checks) if args.quality_checks else next(
-        (p for p in (home / "bench" / "quality-checks.json", RECORDED_QUALITY_CHECKS) if p.is_file()),
-        home / "bench" / "quality-checks.json")
     int8_delta, fused_delta = quality_deltas(checks)
     agreement = teacher.get("int8_top1_agreement")
     int8_counts = agreement is not None and agreement >= 0.995 and int8_delta is not None and int8_delta <= 0.005
@@ -611,12 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         met = None if value is None else (value >= goal if higher else value <= goal)
         return {"value": value, "goal": (">= " if higher else "<= ") + str(goal), "met": met}
 
-    report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "load_avg": [round(x, 2) for x in load]},
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sizes": sizes, "events_per_day": args.events_per_day, "stages": stages, "teacher": teacher,
-        "student_epochs": epochs, "celery": celery,
+    return {
+        **measured,
         "ratios": ratios, "extrapolated_10m_7day_peak_gb": extrapolated,
         "quality_checks": {"path": str(checks), **_dated(checks)},
         "extrapolation": extrapolation, "gpu": None,
@@ -639,11 +604,14 @@ def main(argv: list[str] | None = None) -> int:
             "celery_2_vs_1_wall": target(celery.get("celery_2_vs_1_wall"), TARGETS["celery_2_vs_1_wall"], False),
         },
     }
-    out = Path(args.out) if args.out else home / "bench" / "scale.json"
+
+
+def publish(report: dict[str, Any], out: Path, update_readme: bool) -> int:
+    """Write the report to ``out``, with ``update_readme`` its table into the README; print the table."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     log.info("wrote %s", out)
-    if args.update_readme:
+    if update_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
         if README_BEGIN in text:
@@ -651,6 +619,66 @@ def main(argv: list[str] | None = None) -> int:
             readme.write_text(text[:start] + readme_table(report) + text[end:])
     print(readme_table(report))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="catalogue sizes (rows per night)")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--slope-size", type=int, default=2_000_000,
+                        help="one more catalogue size, on the first engine, for the memory extrapolation (0: none)")
+    parser.add_argument("--intent-days", default="1,2,4,8")
+    parser.add_argument("--events-per-day", type=int, default=1_000_000)
+    parser.add_argument("--teacher-rows", type=int, default=4000, help="real titles for the teacher throughput")
+    parser.add_argument("--teacher-train-rows", type=int, default=2000, help="real titles the teacher is tuned on")
+    parser.add_argument("--teacher-epochs", type=int, default=3, help="fine-tuning epochs of that teacher")
+    parser.add_argument("--celery-rows", type=int, default=20_000,
+                        help="titles of the 2-workers-vs-1 run on a real Airflow stack (0: skip it)")
+    parser.add_argument("--quality-checks", default=None, help=f"the JSON of python -m benchmarks.quality "
+                        f"{QUALITY_CHECKS} (default: $KD_HOME/bench/quality-checks.json)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--out", default=None, help="default: $KD_HOME/bench/scale.json")
+    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--rejudge", metavar="SCALE_JSON", default=None,
+                        help="measure nothing: judge the measurements of an earlier run's JSON again against "
+                             "the quality checks (e.g. recorded after it), rewrite it (or --out) and the README")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_stage(json.loads(args.child))))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from kd_tasks.home import kd_home
+
+    home = kd_home()
+    if args.rejudge:
+        measured = json.loads(Path(args.rejudge).read_text())
+        report = judge(measured, quality_checks_path(args.quality_checks, home))
+        return publish(report, Path(args.out or args.rejudge), args.update_readme)
+    root = home / "bench" / "scale"
+    root.mkdir(parents=True, exist_ok=True)
+    datasets = Path(os.environ.get("KD_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = datasets if (datasets / "fashion_product_styles").is_dir() else None
+    sizes = [int(x) for x in args.sizes.split(",")]
+    engines = args.engines.split(",")
+    days = [int(x) for x in args.intent_days.split(",")]
+    load = os.getloadavg()
+    stages = catalogue_runs(root, sizes, engines, args.threads, args.slope_size)
+    stages += intent_runs(root, days, engines, args.events_per_day, datasets, args.threads)
+    epochs = student_epochs(root / "product_category" / engines[0] / str(sizes[-2 if len(sizes) > 1 else -1]),
+                            args.threads)
+    with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as work:
+        teacher = teacher_throughput(datasets, args.teacher_rows, args.threads, Path(work),
+                                     train_rows=args.teacher_train_rows, train_epochs=args.teacher_epochs)
+    celery = celery_2_vs_1(root, datasets, args.celery_rows) if args.celery_rows else {"skipped": "--celery-rows 0"}
+    measured = {
+        "machine": {"cpu": cpu_model(), "threads": args.threads,
+                    "load_avg": [round(x, 2) for x in load]},
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sizes": sizes, "intent_days": days, "events_per_day": args.events_per_day, "stages": stages,
+        "teacher": teacher, "student_epochs": epochs, "celery": celery}
+    report = judge(measured, quality_checks_path(args.quality_checks, home))
+    return publish(report, Path(args.out) if args.out else home / "bench" / "scale.json", args.update_readme)
 
 
 if __name__ == "__main__":
