@@ -326,6 +326,7 @@ def quality_deltas(path: Path) -> tuple[float | None, float | None]:
         report = {}
     int8 = report.get("int8", {}).get("student_kd_macro_f1_delta_max_abs")
     fused = report.get("distill_check", {}).get("delta_max_abs")
+    int8, fused = (None if x is None else round(x, 4) for x in (int8, fused))
     if int8 is None or fused is None:
         log.warning("no quality checks at %s (run: python -m benchmarks.quality %s --out %s); their targets stay "
                     "unmet until it has them", path, QUALITY_CHECKS, path)
