@@ -550,8 +550,8 @@ def quality_checks_path(given: str | None, home: Path) -> Path:
     """``--quality-checks``, else ``$KD_HOME/bench/quality-checks.json``, else the recorded one."""
     if given:
         return Path(given)
-    return next((p for p in (home / "bench" / "quality-checks.json", RECORDED_QUALITY_CHECKS) if p.is_file()),
-                home / "bench" / "quality-checks.json")
+    fresh = home / "bench" / "quality-checks.json"
+    return next((p for p in (fresh, RECORDED_QUALITY_CHECKS) if p.is_file()), fresh)
 
 
 def judge(measured: dict[str, Any], checks: Path) -> dict[str, Any]:

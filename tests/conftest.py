@@ -5,6 +5,7 @@ imports airflow.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,15 +75,28 @@ def use_s3(monkeypatch, endpoint: str, local: Path) -> None:
     monkeypatch.setenv("KD_LOCAL_DIR", str(local))
 
 
-@pytest.fixture
-def s3_home(s3_endpoint, tmp_path, monkeypatch):
-    """A fresh ``KD_HOME=s3://kd-test/<unique prefix>`` on the test S3 server."""
+def new_s3_home():
+    """A fresh ``s3://kd-test/<unique prefix>/kd_home`` (after ``use_s3``: it binds the store it finds)."""
     import uuid
 
     from kd_tasks.storage.fs import S3Path
 
+    return S3Path(f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/kd_home")
+
+
+def airflow_object_store_env(endpoint: str, secret: str) -> dict[str, str]:
+    """The environment of Airflow processes that reach the home through the Airflow AWS connection
+    ``kd_object_store`` only (its secret ``secret``)."""
+    return {"KD_HOME_CONN_ID": "kd_object_store", "AIRFLOW_CONN_KD_OBJECT_STORE": json.dumps({
+        "conn_type": "aws", "login": "kd-test", "password": secret,
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}})}
+
+
+@pytest.fixture
+def s3_home(s3_endpoint, tmp_path, monkeypatch):
+    """A fresh ``KD_HOME=s3://kd-test/<unique prefix>`` on the test S3 server."""
     use_s3(monkeypatch, s3_endpoint, tmp_path / "local")
-    home = S3Path(f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/kd_home")
+    home = new_s3_home()
     monkeypatch.setenv("KD_HOME", str(home))
     monkeypatch.delenv("KD_WAREHOUSE", raising=False)
     return home

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DS, ROOT, run_chain
+from conftest import DS, ROOT, airflow_object_store_env, run_chain
 from kd_tasks.storage import files, fs, registry
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -74,9 +74,7 @@ def test_nights_on_s3_promote_record_candidates_roll_back_and_export(airflow_db,
 
     # a night through Airflow: credentials, endpoint and region come from an Airflow AWS connection only
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(KD_HOME_CONN_ID="kd_object_store", AIRFLOW_CONN_KD_OBJECT_STORE=json.dumps({
-        "conn_type": "aws", "login": "kd-test", "password": SECRET,
-        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
+    env.update(airflow_object_store_env(s3_endpoint, SECRET))
     night = subprocess.run([AIRFLOW, "dags", "test", "kd_product_category_nightly", DS, "-c",
                             json.dumps({"extract_lookback_days": 3})], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=900)

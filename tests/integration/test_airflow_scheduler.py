@@ -29,7 +29,7 @@ import os
 import pytest
 
 from benchmarks import airflow_stack as stack
-from conftest import S3_BUCKET, S3_ENV, TINY_TEACHER_TRAIN
+from conftest import TINY_TEACHER_TRAIN, airflow_object_store_env, new_s3_home, use_s3
 
 NIGHTLY, EXPORT = "kd_product_category_nightly", "kd_export_production_model"
 REFERENCE = "kd_product_category_nightly_local"  # the nightly chain with every task on the LocalExecutor
@@ -58,20 +58,15 @@ SECRET = "kd-stack-secret-3Fv9-never-shown"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
-    import uuid
-
     from kd_tasks.loaders import catalogue
     from kd_tasks.nightly import bootstrap, resolve_use_case
-    from kd_tasks.storage.fs import S3Path
 
     root = tmp_path_factory.mktemp("airflow_cluster")
     db = f"kd_airflow_{os.getpid()}"
     metadata = stack.create_database(db)
     mp = pytest.MonkeyPatch()  # this process reads the same home with the test server's credentials
-    mp.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    for name, value in S3_ENV.items():
-        mp.setenv(name, value)
-    home = S3Path(f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/kd_home")
+    use_s3(mp, s3_endpoint, root / "test-local")
+    home = new_s3_home()
     mp.setenv("KD_HOME", str(home))
     c = stack.cluster(root, home, metadata, REDIS_DB, {"kd_reference_local.py": REFERENCE_DAG})
     # the warehouse stands for a database server every worker reaches; the object store's credentials
@@ -79,12 +74,9 @@ def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
     warehouse = f"sqlite:///{root / 'warehouse.db'}"
     for name in [k for k in c.env if k.startswith("AWS_")]:
         del c.env[name]
-    c.env.update(KD_WAREHOUSE=warehouse, KD_LOCAL_DIR=str(root / "local"), KD_HOME_CONN_ID="kd_object_store",
-                 AIRFLOW_CONN_KD_OBJECT_STORE=json.dumps({
-                     "conn_type": "aws", "login": "kd-test", "password": SECRET,
-                     "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
+    c.env.update(KD_WAREHOUSE=warehouse, KD_LOCAL_DIR=str(root / "local"),
+                 **airflow_object_store_env(s3_endpoint, SECRET))
     stack.flush_broker(REDIS_DB)
-    mp.setenv("KD_LOCAL_DIR", str(root / "test-local"))
     mp.setenv("KD_WAREHOUSE", warehouse)
     try:
         # The warehouse: 1,600 real fashion listings over the four days; a tiny teacher bootstrapped on them.
