@@ -102,13 +102,67 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class SliceCheck:
+    """A slice of the held-out rows judged on its own: a class (``label``: its recall) or the rows whose
+    extract ``column`` lies in [``min_value``, ``max_value``] (the gate metric on them). The candidate
+    passes when its slice figure >= ``min_retention`` x the teacher's; a slice with fewer than
+    ``min_rows`` held-out rows is reported, not judged."""
+
+    name: str
+    label: str = ""
+    column: str = ""
+    min_value: float | None = None
+    max_value: float | None = None
+    min_retention: float = 0.9
+    min_rows: int = 20
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name or ""):
+            raise ConfigError(f"slice name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        if bool(self.label) == bool(self.column):
+            raise ConfigError(f"slice {self.name!r} needs a label (a class slice) or a column (a row slice), "
+                              "not both")
+        if self.column and self.min_value is None and self.max_value is None:
+            raise ConfigError(f"slice {self.name!r} on column {self.column!r} needs min_value and/or max_value")
+        if not 0 < self.min_retention <= 1.5 or self.min_rows < 1:
+            raise ConfigError(f"slice {self.name!r}: min_retention must be in (0, 1.5] and min_rows >= 1")
+
+    def rows(self, values: Any) -> Any:
+        """Mask of the rows in the slice, from the column's values."""
+        import numpy as np
+
+        v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
+        mask = np.isfinite(v)
+        if self.min_value is not None:
+            mask &= v >= self.min_value
+        if self.max_value is not None:
+            mask &= v <= self.max_value
+        return mask
+
+
+@dataclass(frozen=True)
 class GateConfig:
-    min_teacher_retention: float = 0.90  # student macro-F1 >= this fraction of the teacher's
-    max_champion_regression: float = 0.01  # epsilon: student macro-F1 >= champion's - epsilon
+    min_teacher_retention: float = 0.90  # candidate metric >= this fraction of the teacher's
+    # tolerance: the candidate fails only when the bootstrap interval of (candidate - champion) lies
+    # wholly below -tolerance; the no-KD baseline replaces the KD student as the night's candidate when
+    # the interval of (baseline - student) lies wholly above +tolerance
+    max_champion_regression: float = 0.01
     max_student_bytes: int = 50_000_000  # size budget of the student on disk
-    max_student_p50_ms_b1: float = 5.0  # latency budget: CPU p50 at batch 1, milliseconds
-    min_eval_rows: int = 30  # fewer held-out gold rows than this cannot justify a promotion
+    max_student_p50_ms_b1: float = 5.0  # latency budget: robust CPU p50 at batch 1, milliseconds
+    # Enough held-out gold rows (groups, for a use case with a grouping key) to judge at all: at least
+    # min_eval_rows, and for macro-averaged metrics min_rows_per_class x the teacher's classes; for a
+    # binary task at least min_rows_per_class rows of each class.
+    min_eval_rows: int = 30
+    min_rows_per_class: int = 10
     metric: str = "macro_f1"  # quality metric of retention and regression: one of QUALITY_METRICS
+    bootstrap_resamples: int = 1000  # paired resamples of the held-out rows (or groups) per comparison
+    confidence: float = 0.95  # of the bootstrap intervals
+    # teacher health: a class with at least this many held-out rows on which the teacher has zero recall
+    teacher_health_min_rows: int = 5
+    accept_weak_teacher: bool = field(default=False, metadata=param(
+        "Promote even when the teacher is marked weak by its teacher gate or fails the teacher-health check "
+        "(the night's report and the promotion log say so)."))
+    slices: tuple[SliceCheck, ...] = ()  # per-slice checks (a class's recall, new vs returning users)
 
     def __post_init__(self):
         if self.metric not in QUALITY_METRICS:
@@ -117,8 +171,16 @@ class GateConfig:
             raise ConfigError(f"min_teacher_retention must be in (0, 1.5], got {self.min_teacher_retention}")
         if self.max_champion_regression < 0:
             raise ConfigError(f"max_champion_regression must be >= 0, got {self.max_champion_regression}")
-        if self.min_eval_rows < 1:
-            raise ConfigError(f"min_eval_rows must be >= 1, got {self.min_eval_rows}")
+        if self.min_eval_rows < 1 or self.min_rows_per_class < 0 or self.teacher_health_min_rows < 1:
+            raise ConfigError(f"min_eval_rows and teacher_health_min_rows must be >= 1 and min_rows_per_class >= 0, "
+                              f"got {self.min_eval_rows}, {self.teacher_health_min_rows}, {self.min_rows_per_class}")
+        if self.bootstrap_resamples < 100 or not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"bootstrap_resamples must be >= 100 and confidence in [0.5, 1), got "
+                              f"{self.bootstrap_resamples}, {self.confidence}")
+        slices = tuple(s if isinstance(s, SliceCheck) else from_dict(SliceCheck, s) for s in self.slices)
+        if len({s.name for s in slices}) != len(slices):
+            raise ConfigError(f"slice names must be unique, got {[s.name for s in slices]}")
+        object.__setattr__(self, "slices", slices)
 
 
 @dataclass(frozen=True)
@@ -230,6 +292,11 @@ class UseCase:
             raise ConfigError(f"loss term(s) {wrong} do not apply to {self.task} tasks; use one of "
                               f"{sorted(n for n, t in LOSS_TERMS.items() if self.task in t.tasks)}")
         object.__setattr__(self, "distill", dataclasses.replace(self.distill, loss_terms=dict(terms)))
+        readable = set(self.teacher_columns) | {self.group_column} - {""}
+        for sl in self.gate.slices:
+            if sl.column and sl.column not in readable:
+                raise ConfigError(f"slice {sl.name!r} reads column {sl.column!r}, which use case {self.name!r} does "
+                                  f"not extract; choose one of {sorted(readable)}")
         if QUALITY_METRICS[self.gate.metric] != self.task:
             raise ConfigError(f"gate metric {self.gate.metric!r} is for {QUALITY_METRICS[self.gate.metric]} tasks but "
                               f"use case {self.name!r} is {self.task}; pick one of "
@@ -304,7 +371,8 @@ def param_schemas(use_case: UseCase) -> dict[str, dict[str, Any]]:
     for name, value in use_case.extract_params.items():
         out[name] = {"default": value, "type": "integer" if isinstance(value, int) else "number", "minimum": 1,
                      "description": f"Bound into sql/{use_case.extract_sql} as :{name} (see the README)."}
-    for owner, cls in ((use_case, UseCase), (use_case.distill, DistillConfig), (use_case.labelling, LabelConfig)):
+    for owner, cls in ((use_case, UseCase), (use_case.distill, DistillConfig), (use_case.labelling, LabelConfig),
+                       (use_case.gate, GateConfig)):
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         for name, meta in param_fields(cls).items():
             out[name] = {"default": getattr(owner, name), "type": _JSON_TYPES[str(types[name])], **meta}

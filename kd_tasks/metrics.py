@@ -85,3 +85,97 @@ class Agreement:
         n = max(self.rows, 1)
         return {"top1_agreement": self.same / n if self.rows else float("nan"),
                 "mean_kl": self.kl / n if self.rows else float("nan")}
+
+
+# --- paired bootstrap -------------------------------------------------------------------------------
+# A resample draws the evaluation's units (rows, or groups where the use case declares a grouping key)
+# with replacement; both models are scored on the same draw, so the interval is of their difference on
+# the same rows. Weights are the draw's counts per row, B resamples at a time (a (B, rows) matrix).
+
+
+def weighted_macro_f1(gold: np.ndarray, pred: np.ndarray, weights: np.ndarray, n_codes: int) -> np.ndarray:
+    """Macro-F1 over the classes present in each resample (as ``coded_classification_metrics``): one
+    value per row of ``weights`` (B, n)."""
+    eye = np.eye(n_codes, dtype=np.float32)
+    gold_1h, pred_1h = eye[gold], eye[pred]
+    w = weights.astype(np.float32, copy=False)
+    tp = w @ (gold_1h * (gold == pred)[:, None])
+    support = w @ gold_1h
+    denominator = support + w @ pred_1h
+    present = support > 0
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+
+def weighted_accuracy(gold: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = weights.astype(np.float32, copy=False)
+    return (w @ (gold == pred).astype(np.float32)) / np.maximum(w.sum(axis=1), 1)
+
+
+def weighted_ranking(gold: np.ndarray, scores: np.ndarray, weights: np.ndarray, metric: str) -> np.ndarray:
+    """ROC-AUC (ties count one half) or average precision (sklearn's step definition) of ``scores``
+    for binary ``gold``, per resample; NaN where a resample has a single class."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], gold[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores, highest first
+    w = weights[:, order].astype(np.float64)
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric == "auc":
+            neg_below = total_neg[:, None] - np.cumsum(neg, axis=1)
+            out = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
+        elif metric == "pr_auc":
+            tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+            out = (pos / total_pos[:, None] * precision).sum(axis=1)
+        else:
+            raise ValueError(f"no weighted form of {metric!r}")
+    out[(total_pos == 0) | (total_neg == 0)] = np.nan
+    return out
+
+
+def resample_weights(units: np.ndarray | None, n_rows: int, resamples: int, seed: int) -> Any:
+    """Yield (B, n_rows) count matrices, ``resamples`` rows in all: each row draws the units (row
+    indices, or ``units``: each row's group code) with replacement and gives every row its unit's count."""
+    rng = np.random.default_rng(seed)
+    n_units = n_rows if units is None else int(units.max()) + 1 if len(units) else 0
+    chunk = max(1, min(100, 4_000_000 // max(n_rows, 1)))
+    done = 0
+    while done < resamples:
+        b = min(chunk, resamples - done)
+        counts = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=b).astype(np.float32)
+        yield counts if units is None else counts[:, units]
+        done += b
+
+
+def paired_bootstrap(a: Any, b: Any, metric: str, groups: Sequence[Any] | None = None, resamples: int = 1000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The difference ``b - a`` of ``metric`` between two scorers (``kd_tasks.tasks.Scorer``) that saw
+    the same rows in the same order: its value on the rows, and a percentile bootstrap interval
+    (``confidence``) over ``resamples`` paired resamples of the rows, or of the groups when ``groups``
+    (one key per row) is given."""
+    n = a.rows()
+    if b.rows() != n:
+        raise ValueError(f"paired bootstrap over different rows: {n} and {b.rows()}")
+    delta = _diff(b.result().get(metric), a.result().get(metric))
+    out: dict[str, Any] = {"metric": metric, "delta": delta, "low": None, "high": None, "confidence": confidence,
+                           "resamples": resamples, "unit": "groups" if groups is not None else "rows",
+                           "units": n if groups is None else len(set(groups))}
+    if delta is None or n < 2:
+        return out
+    units = None
+    if groups is not None:
+        _, units = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    diffs = np.concatenate([b.weighted(metric, w) - a.weighted(metric, w)
+                            for w in resample_weights(units, n, resamples, seed)])
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs):
+        tail = (1 - confidence) / 2 * 100
+        out["low"], out["high"] = (float(x) for x in np.percentile(diffs, [tail, 100 - tail]))
+    return out
+
+
+def _diff(x: Any, y: Any) -> float | None:
+    return None if x is None or y is None else float(x) - float(y)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any, Mapping
 
 from . import warehouse
-from .config import DistillConfig, LabelConfig, UseCase, param_fields
+from .config import DistillConfig, GateConfig, LabelConfig, UseCase, param_fields
 from .storage import registry
 from .storage.runs import RunDir
 from .use_cases import get_use_case
@@ -28,13 +28,14 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
     params = dict(params or {})
     distill = {k: params[k] for k in param_fields(DistillConfig) if params.get(k) is not None}
     labelling = {k: params[k] for k in param_fields(LabelConfig) if params.get(k) is not None}
+    gate = {k: params[k] for k in param_fields(GateConfig) if params.get(k) is not None}
     top: dict[str, Any] = {k: params[k] for k in param_fields(UseCase) if params.get(k) is not None}
     declared = get_use_case(name)
     sql = {k: params[k] for k in declared.extract_params if params.get(k) is not None}
     sql.update(sql_params or {})
     if sql:
         top["extract_params"] = sql
-    return declared.with_overrides(distill=distill, labelling=labelling, **top)
+    return declared.with_overrides(distill=distill, labelling=labelling, gate=gate, **top)
 
 
 def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | None = None,
@@ -152,15 +153,24 @@ def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, **action_a
             "action": action, "action_reason": why}
 
 
+def candidate(run: RunDir) -> str:
+    """The model the night registers: the KD student, or the no-KD baseline when the gate found that
+    distillation did not pay (``gate.choose_candidate``)."""
+    return run.read("gate").get("candidate", "student")
+
+
 def _manifest(use_case: UseCase, ds: str, run: RunDir, run_id: str, distilled: Mapping[str, Any]) -> dict[str, Any]:
-    """The registry manifest of the run's student (``distilled``: the run's distill fact)."""
+    """The registry manifest of the run's candidate (``distilled``: the run's distill fact)."""
     evaluation = run.read("evaluation")
+    name = candidate(run)
     return {
-        "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["models"]["student"]["version"],
+        "use_case": use_case.name, "ds": ds, "run_id": run_id, "version": distilled["models"][name]["version"],
+        "model": name, "distilled": name == "student",
         "data_window": distilled["window"], "teacher_version": distilled["teacher_version"],
         "sql_file": use_case.extract_sql, "sql_hash": warehouse.sql_hash(use_case.extract_sql),
         "config": {"distill": asdict(use_case.distill), "gate": asdict(use_case.gate)},
-        "metrics": evaluation["models"]["student"], "warm_started_from": distilled["warm_started_from"],
+        "metrics": evaluation["models"][name],
+        "warm_started_from": distilled["warm_started_from"] if name == "student" else None,
         "gate": run.read("gate"),
     }
 
@@ -175,7 +185,7 @@ def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str =
     distilled = run.read("distill")
     manifest = _manifest(use_case, ds, run, run_id, distilled)
     try:
-        result = registry.promote(use_case.name, run.model_dir("student"), manifest["version"], manifest,
+        result = registry.promote(use_case.name, run.model_dir(manifest["model"]), manifest["version"], manifest,
                                   expected_champion=distilled.get("champion_version"), reason=reason)
     except registry.PromotionConflict as exc:
         log.warning("%s", exc)
@@ -195,7 +205,7 @@ def record_candidate(use_case: UseCase, ds: str, run_dir: str, run_id: str, reas
     """Register the student as a candidate with its gate decision; production does not move."""
     run = RunDir(run_dir)
     manifest = _manifest(use_case, ds, run, run_id, run.read("distill"))
-    result = registry.record_candidate(use_case.name, run.model_dir("student"), manifest["version"], manifest,
+    result = registry.record_candidate(use_case.name, run.model_dir(manifest["model"]), manifest["version"], manifest,
                                        reason=reason)
     log.info("candidate %s recorded (%s); production stays %s", result["version"], reason, result["champion"])
     return _record_outcome(run, {"outcome": "candidate", "reason": reason, **result})

@@ -51,6 +51,15 @@ class Scorer:
     def result(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def rows(self) -> int:
+        """Rows seen so far."""
+        raise NotImplementedError
+
+    def weighted(self, metric: str, weights: np.ndarray) -> np.ndarray:
+        """``metric`` of the rows seen, once per row of ``weights`` (B, rows): each row's count in a
+        bootstrap resample (``kd_tasks.metrics.paired_bootstrap``)."""
+        raise NotImplementedError
+
 
 class MulticlassScorer(Scorer):
     """Gold labels and argmax predictions as codes of the label names seen (the teacher's first, then
@@ -81,6 +90,35 @@ class MulticlassScorer(Scorer):
             return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
         return metrics.coded_classification_metrics(gold, np.concatenate(self.pred), list(self.codes))
 
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        if len(self.gold) != 1:
+            self.gold = [np.concatenate(self.gold) if self.gold else np.zeros(0, np.int32)]
+            self.pred = [np.concatenate(self.pred) if self.pred else np.zeros(0, np.int32)]
+        return self.gold[0], self.pred[0]
+
+    def rows(self):
+        return len(self._arrays()[0])
+
+    def weighted(self, metric, weights):
+        from . import metrics
+
+        gold, pred = self._arrays()
+        if metric == "macro_f1":
+            return metrics.weighted_macro_f1(gold, pred, weights, len(self.codes))
+        if metric == "accuracy":
+            return metrics.weighted_accuracy(gold, pred, weights)
+        raise ValueError(f"no weighted form of {metric!r} for a multiclass task")
+
+    def support(self) -> dict[str, int]:
+        """Held-out rows per gold label."""
+        import numpy as np
+
+        gold, _ = self._arrays()
+        names = list(self.codes)
+        return {names[c]: int(k) for c, k in enumerate(np.bincount(gold, minlength=len(names))) if k}
+
 
 class BinaryScorer(Scorer):
     def __init__(self):
@@ -94,11 +132,30 @@ class BinaryScorer(Scorer):
         self.scores.append(np.asarray(logits, dtype=np.float64).reshape(-1))
 
     def result(self):
+        from . import metrics
+
+        return metrics.binary_metrics(self.gold, self._scores())
+
+    def _scores(self) -> np.ndarray:
+        import numpy as np
+
+        if len(self.scores) != 1:
+            self.scores = [np.concatenate(self.scores) if self.scores else np.zeros(0)]
+        return self.scores[0]
+
+    def rows(self):
+        return len(self.gold)
+
+    def weighted(self, metric, weights):
         import numpy as np
 
         from . import metrics
 
-        return metrics.binary_metrics(self.gold, np.concatenate(self.scores) if self.scores else np.zeros(0))
+        return metrics.weighted_ranking(np.asarray(self.gold, np.int64), self._scores(), weights, metric)
+
+    def support(self) -> dict[str, int]:
+        positives = sum(self.gold)
+        return {"0": len(self.gold) - positives, "1": positives}
 
 
 class Multiclass(Task):

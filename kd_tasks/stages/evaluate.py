@@ -7,6 +7,7 @@ every model (tokenisation / featurisation included, batch 1 and batch 64).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -29,9 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def latency(predict: Callable[[Any], Any], inputs: Any, batch_size: int,
-            repeats: int, warmup: int = 3) -> dict[str, float]:
-    """p50 / p95 wall-clock milliseconds of ``predict`` on batches of ``batch_size`` rows (texts or feature
-    rows; preprocessing inside ``predict`` is part of the time)."""
+            repeats: int, warmup: int = 3, rounds: int = 5) -> dict[str, Any]:
+    """Wall-clock milliseconds of ``predict`` on batches of ``batch_size`` rows (texts or feature rows;
+    preprocessing inside ``predict`` is part of the time), ``repeats`` calls in ``rounds`` rounds.
+
+    ``p50_ms`` and ``p95_ms`` are over every call; ``p50_ms_rounds`` are the rounds' medians (the
+    spread) and ``p50_ms_robust`` the lowest of them: other processes only ever add time, so the fastest
+    round is the closest to the model's own cost, and a burst of load on the machine in a few rounds
+    does not move it."""
     rng = np.random.default_rng(0)
     batches = [take(inputs, rng.integers(0, len(inputs), batch_size)) for _ in range(warmup + repeats)]
     for b in batches[:warmup]:
@@ -41,16 +47,32 @@ def latency(predict: Callable[[Any], Any], inputs: Any, batch_size: int,
         t0 = time.perf_counter()
         predict(b)
         times.append((time.perf_counter() - t0) * 1e3)
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+    medians = [float(np.median(part)) for part in np.array_split(np.asarray(times), min(rounds, len(times)))]
+    return {"p50_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
+            "p50_ms_robust": min(medians), "p50_ms_rounds": [round(m, 4) for m in medians]}
+
+
+def machine_load() -> dict[str, Any]:
+    """The machine's 1-minute load average and its CPUs: how busy it was while latency was measured."""
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:  # not every platform has it
+        load = None
+    return {"load_1m": load, "cpus": os.cpu_count()}
 
 
 def latency_profile(predict: Callable[[Any], Any], texts: Any,
-                    repeats_b1: int = 50, repeats_b64: int = 10) -> dict[str, float]:
+                    repeats_b1: int = 50, repeats_b64: int = 10) -> dict[str, Any]:
+    """Batch-1 and batch-64 latency, batch 1 with its spread over rounds and its robust figure (the
+    gate's), and the machine's load before and after (``load_1m`` at the start, ``load_1m_after``)."""
+    before = machine_load()
     b1 = latency(predict, texts, 1, repeats_b1)
     b64 = latency(predict, texts, 64, repeats_b64)
-    return {"p50_ms_b1": b1["p50_ms"], "p95_ms_b1": b1["p95_ms"],
+    rounds = b1["p50_ms_rounds"]
+    return {"p50_ms_b1": b1["p50_ms"], "p95_ms_b1": b1["p95_ms"], "p50_ms_b1_robust": b1["p50_ms_robust"],
+            "p50_ms_b1_spread": [min(rounds), max(rounds)], "p50_ms_b1_rounds": rounds,
             "p50_ms_b64": b64["p50_ms"], "p95_ms_b64": b64["p95_ms"],
-            "rows_per_s_b64": 64_000.0 / b64["p50_ms"]}
+            "rows_per_s_b64": 64_000.0 / b64["p50_ms"], **before, "load_1m_after": machine_load()["load_1m"]}
 
 
 def torch_threads() -> int:
@@ -93,22 +115,36 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
         models.setdefault(name, {})
 
     # held-out rows a block at a time: each model's metrics accumulate, no block's logits are kept
+    gate = use_case.gate
     scorers = {"teacher": task.scorer(scan.label_names),
                **{n: task.scorer(s.label_names) for n, s in students.items()}}
     agreements = {n: Agreement() for n, s in students.items() if s.label_names == scan.label_names}
+    row_slices = [sl for sl in gate.slices if sl.column]
+    slice_scorers = {sl.name: {n: task.scorer(scan.label_names if n == "teacher" else students[n].label_names)
+                               for n in scorers} for sl in row_slices}
+    groups: list[Any] | None = [] if use_case.group_column else None
     rows = 0
-    for held in scan.blocks("held", use_case.distill.block_rows):
-        scorers["teacher"].add(held.gold, held.teacher_logits, held.groups)
-        for name, student in students.items():
-            z = student.logits(held.inputs)
+    for held in scan.blocks("held", use_case.distill.block_rows, extra_columns=[sl.column for sl in row_slices]):
+        logits = {"teacher": held.teacher_logits, **{n: s.logits(held.inputs) for n, s in students.items()}}
+        masks = {sl.name: sl.rows(held.extra[sl.column]) for sl in row_slices}
+        for name, z in logits.items():
             scorers[name].add(held.gold, z, held.groups)
             if name in agreements:
                 agreements[name].add(held.teacher_logits, z)
+            for sl_name, mask in masks.items():
+                idx = np.flatnonzero(mask)
+                slice_scorers[sl_name][name].add([held.gold[i] for i in idx], z[idx],
+                                                 None if held.groups is None else [held.groups[i] for i in idx])
+        if groups is not None:
+            groups.extend(held.groups)
         rows += len(held.ids)
     for name, scorer in scorers.items():
         models[name].update(scorer.result())
         if name in agreements and rows:
             models[name].update(agreements[name].result())
+    comparisons = compare(scorers, gate.metric, groups, gate.bootstrap_resamples, gate.confidence)
+    slices = {sl: {n: {**sc.result(), "rows": sc.rows()} for n, sc in by_model.items()}
+              for sl, by_model in slice_scorers.items()}
 
     teacher = load_teacher(use_case.resolved_teacher_dir())
     models["teacher"].update({"params": teacher.num_parameters(), "bytes": teacher.bytes_on_disk()})
@@ -127,17 +163,42 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
         else:
             log.info("teacher %s latency: measured on ds=%s, reused", teacher_version, profile["measured"]["ds"])
         models["teacher"].update({k: v for k, v in profile.items() if k != "measured"})
-        models["student"].update(latency_profile(students["student"].logits, sample))
-        log.info("latency p50 b1: teacher %.2f ms, student %.3f ms", models["teacher"]["p50_ms_b1"],
-                 models["student"]["p50_ms_b1"])
+        for name in ("student", "baseline"):  # either can be the night's candidate
+            models[name].update(latency_profile(students[name].logits, sample))
+        log.info("latency p50 b1: teacher %.2f ms, student %.3f ms (robust %.3f, rounds' medians %s; load %s on "
+                 "%s CPUs)", models["teacher"]["p50_ms_b1"], models["student"]["p50_ms_b1"],
+                 models["student"]["p50_ms_b1_robust"], models["student"]["p50_ms_b1_spread"],
+                 models["student"]["load_1m"], models["student"]["cpus"])
     report = {"use_case": use_case.name, "ds": ds, "task": use_case.task, "metric": use_case.gate.metric,
-              "eval_rows": rows, "window": scan.days, "teacher_version": teacher_version,
-              "champion_version": champion_version, "models": models}
+              "eval_rows": rows, "classes": len(scan.label_names),
+              "eval_groups": None if groups is None else len(set(map(str, groups))),
+              "support": scorers["teacher"].support(), "window": scan.days, "teacher_version": teacher_version,
+              "teacher_verdict": teachers.read_verdict(use_case.resolved_teacher_dir()),
+              "champion_version": champion_version, "models": models, "comparisons": comparisons,
+              "slices": slices}
     run.write("evaluation", report)
     metric = use_case.gate.metric
     for name, m in models.items():
         log.info("%-9s %s %s params %s", name, metric, _fmt(m.get(metric)), m.get("params"))
     return report
+
+
+def compare(scorers: dict[str, Any], metric: str, groups: list[Any] | None, resamples: int,
+            confidence: float) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap intervals of the differences the gate reads: ``baseline_vs_student`` (did
+    distillation pay?) and each candidate against the champion (``student_vs_champion``,
+    ``baseline_vs_champion``); ``x_vs_y`` is the interval of x - y."""
+    from ..metrics import paired_bootstrap
+
+    pairs = [("baseline", "student")] + [(c, "champion") for c in ("student", "baseline") if "champion" in scorers]
+    out = {}
+    for b, a in pairs:
+        out[f"{b}_vs_{a}"] = paired_bootstrap(scorers[a], scorers[b], metric, groups, resamples, confidence)
+        c = out[f"{b}_vs_{a}"]
+        if c["low"] is not None:
+            log.info("%s - %s %s: %+.4f, %d%% interval [%+.4f, %+.4f] over %d resamples of %d %s", b, a, metric,
+                     c["delta"], round(confidence * 100), c["low"], c["high"], resamples, c["units"], c["unit"])
+    return out
 
 
 def _fmt(x: Any) -> str:

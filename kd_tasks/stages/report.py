@@ -19,6 +19,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"use case {report['use_case']}  ds={report['ds']}  run={report['run_id']}",
              f"held-out gold rows: {ev['eval_rows']}  window: {', '.join(ev['window'])}",
              f"teacher {ev['teacher_version']}  champion {ev.get('champion_version') or '(none: first run)'}"]
+    verdict = ev.get("teacher_verdict")
+    if verdict and verdict.get("weak"):
+        lines.append(f"WEAK TEACHER: {verdict.get('reason', 'marked weak by its teacher gate')}")
     sl = report.get("soft_labels")
     if sl:
         lines.append(f"soft labels: partitions labelled by this teacher now: {', '.join(sl['labelled']) or 'none'}; "
@@ -38,11 +41,20 @@ def format_report(report: dict[str, Any]) -> str:
         if m["student"].get("p50_ms_b1"):
             ratio += f"  p50 b1 latency ratio: {m['teacher']['p50_ms_b1'] / m['student']['p50_ms_b1']:.1f}x"
         lines += ["", ratio]
+    for name, c in (ev.get("comparisons") or {}).items():
+        if c.get("low") is not None:
+            lines.append(f"{name.replace('_vs_', ' - ')} {c['metric']}: {c['delta']:+.4f}, "
+                         f"{round(c['confidence'] * 100)}% interval [{c['low']:+.4f}, {c['high']:+.4f}] "
+                         f"({c['resamples']} paired resamples of {c['units']} {c['unit']})")
+    distillation = gate.get("distillation") or {}
+    if distillation.get("paid") is False:
+        lines.append("DISTILLATION DID NOT PAY TONIGHT: the no-KD baseline beats the KD student and is the candidate")
     lines += ["", "gate checks:"]
     for c in gate["checks"]:
-        lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']:<20} value={c['value']} "
+        mark = "WAIVED" if c.get("waived") else "PASS" if c["passed"] else "FAIL"
+        lines.append(f"  [{mark}] {c['name']:<20} value={c['value']} "
                      f"threshold={c['threshold']}  ({c['detail']})")
-    lines += ["", f"gate decision: {gate['decision']} ({gate['reason']})"]
+    lines += ["", f"gate decision: {gate['decision']} ({gate['reason']}); candidate: {gate.get('candidate', 'student')}"]
     if "action" in gate:
         lines.append(f"action: {gate['action']} ({gate['action_reason']})")
     kind = outcome.get("outcome")

@@ -38,6 +38,7 @@ class Window:
     task: str = "multiclass"
     teacher_inputs: Any = None  # serving + privileged inputs (the teacher's); None when not loaded
     groups: list[Any] | None = None  # the use case's grouping key per row; None when it declares none
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # other extract columns asked for, by name
 
     @property
     def texts(self) -> Any:
@@ -49,7 +50,8 @@ class Window:
         return Window([self.ids[i] for i in idx], take(self.inputs, idx), [self.gold[i] for i in idx],
                       self.teacher_logits[idx], self.label_names, self.holdout[idx], self.days, self.task,
                       None if self.teacher_inputs is None else take(self.teacher_inputs, idx),
-                      None if self.groups is None else [self.groups[i] for i in idx])
+                      None if self.groups is None else [self.groups[i] for i in idx],
+                      {c: [v[i] for i in idx] for c, v in self.extra.items()})
 
     def gold_index(self) -> np.ndarray:
         """Gold target per row (the task's encoding, e.g. the label's index or 0/1); ``NO_LABEL`` where the
@@ -117,20 +119,23 @@ class WindowScan:
                 f"has {len(mask)} (or a different order); rerun generate_soft_labels for ds={piece.day}")
         return extract.filter(pa.array(mask)), logits[mask]
 
-    def columns(self, with_teacher_inputs: bool = False) -> list[str]:
+    def columns(self, with_teacher_inputs: bool = False, extra: Sequence[str] = ()) -> list[str]:
         uc = self.use_case
         return list(dict.fromkeys([uc.id_column, uc.label_column, *uc.input_columns,
                                    *([uc.group_column] if uc.group_column else []),
-                                   *(uc.teacher_columns if with_teacher_inputs else ())]))
+                                   *(uc.teacher_columns if with_teacher_inputs else ()), *extra]))
 
-    def block(self, pieces: Sequence[Piece], which: str, with_teacher_inputs: bool = False) -> Window:
-        """The rows ``which`` of ``pieces`` in memory, sorted by id."""
+    def block(self, pieces: Sequence[Piece], which: str, with_teacher_inputs: bool = False,
+              extra_columns: Sequence[str] = ()) -> Window:
+        """The rows ``which`` of ``pieces`` in memory, sorted by id (``extra_columns``: other extract
+        columns to carry, in ``Window.extra``)."""
         uc = self.use_case
-        parts = [self.read_piece(p, p.rows(which), self.columns(with_teacher_inputs)) for p in pieces]
+        parts = [self.read_piece(p, p.rows(which), self.columns(with_teacher_inputs, extra_columns)) for p in pieces]
         width = parts[0][1].shape[1] if parts else max(len(self.label_names), 1)
         if not parts or not sum(len(t) for t, _ in parts):
             return Window([], [], [], np.zeros((0, width), np.float32), self.label_names, np.zeros(0, bool),
-                          self.days, uc.task, [] if with_teacher_inputs else None, [] if uc.group_column else None)
+                          self.days, uc.task, [] if with_teacher_inputs else None, [] if uc.group_column else None,
+                          {c: [] for c in extra_columns})
         table = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
         order = pc.sort_indices(table.column(uc.id_column))  # byte order of UTF-8 = code point order
         table = table.take(order)
@@ -147,14 +152,16 @@ class WindowScan:
             task=uc.task,
             teacher_inputs=teacher_inputs(uc, table) if with_teacher_inputs else None,
             groups=table.column(uc.group_column).to_pylist() if uc.group_column else None,
+            extra={c: table.column(c).to_pylist() for c in extra_columns},
         )
 
-    def blocks(self, which: str, block_rows: int, with_teacher_inputs: bool = False) -> Iterator[Window]:
+    def blocks(self, which: str, block_rows: int, with_teacher_inputs: bool = False,
+               extra_columns: Sequence[str] = ()) -> Iterator[Window]:
         """The rows ``which`` a block of at most ``block_rows`` rows at a time (consecutive shards; a
         shard larger than that is a block of its own), each block sorted by id."""
         sizes = [int(p.rows(which).sum()) for p in self.pieces]
         for group in group_parts(sizes, block_rows):
-            yield self.block([self.pieces[i] for i in group], which, with_teacher_inputs)
+            yield self.block([self.pieces[i] for i in group], which, with_teacher_inputs, extra_columns)
 
 
 def group_parts(sizes: Sequence[int], block_rows: int, order: Sequence[int] | None = None) -> list[list[int]]:

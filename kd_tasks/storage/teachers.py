@@ -151,3 +151,11 @@ def read_profile(use_case: str, version: str, home: Path) -> dict[str, Any] | No
 
 def write_profile(use_case: str, version: str, profile: Mapping[str, Any], home: Path) -> Path:
     return files.write_json(profile_path(use_case, version, home), dict(profile))
+
+
+def read_verdict(path: str | AnyPath) -> dict[str, Any] | None:
+    """The teacher gate's verdict recorded in the teacher's manifest (``kd_tasks.stages.teacher_gate``),
+    or None for a teacher published without one (trained before the teacher gate, or outside it)."""
+    manifest = files.read_json(local_teacher(path) / MANIFEST, "teacher manifest", FIX_TEACHER)
+    verdict = manifest.get("verdict") if isinstance(manifest, dict) else None
+    return verdict if isinstance(verdict, dict) else None

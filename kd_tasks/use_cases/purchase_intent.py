@@ -1,7 +1,7 @@
 """Purchase intent from behaviour logs: will a user buy an item they showed interest in within the
 label window? A deep MLP teacher on serving-time plus privileged features (the label window's other
 behaviour, known only after the fact) is distilled into a small MLP on serving-time features only."""
-from ..config import DistillConfig, GateConfig, TeacherTrainConfig, UseCase
+from ..config import DistillConfig, GateConfig, SliceCheck, TeacherTrainConfig, UseCase
 
 # Serving-time features of sql/purchase_intent/extract_candidates.sql: events strictly before the cutoff.
 SERVING = (
@@ -31,6 +31,11 @@ USE_CASE = UseCase(
     teacher_lookback_days=7,
     distill=DistillConfig(temperature=2.0, alpha=0.5, epochs=6, learning_rate=3e-3, batch_size=512,
                           student_size="base", lookback_days=7),
-    gate=GateConfig(metric="auc", min_teacher_retention=0.75, max_champion_regression=0.01),
+    # New users (active on at most one day of the 28 before the cutoff) and returning ones, judged apart.
+    # A new user's serving-time history is nearly empty, so the student loses more to the teacher there
+    # (on the Taobao test days: AUC 0.65 against the teacher's 0.91); its bar keeps it well above chance.
+    gate=GateConfig(metric="auc", min_teacher_retention=0.75, max_champion_regression=0.01, slices=(
+        SliceCheck("new_users", column="u_active_days_28d", max_value=1, min_retention=0.6),
+        SliceCheck("returning_users", column="u_active_days_28d", min_value=2, min_retention=0.75))),
     teacher_train=TeacherTrainConfig(epochs=10, learning_rate=1e-3, batch_size=256, max_rows=400_000),
 )

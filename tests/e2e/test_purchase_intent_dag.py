@@ -72,7 +72,16 @@ def test_intent_nightly_over_real_taobao_days(airflow_db, dagbag, taobao_events,
     assert 0 <= models["student"]["top1_agreement"] <= 1 and models["student"]["p50_ms_b1"] > 0
     checks = {c["name"]: c for c in report["gate"]["checks"]}
     assert "student auc" in checks["teacher_retention"]["detail"]
-    assert checks["champion_regression"]["value"] == round(models["student"]["auc"], 4)
+    regression = ev["comparisons"]["student_vs_champion"]
+    assert checks["champion_regression"]["value"] == round(models["student"]["auc"] - models["champion"]["auc"], 4)
+    assert regression["low"] <= regression["delta"] <= regression["high"]
+    assert f"[{regression['low']:+.4f}, {regression['high']:+.4f}]" in checks["champion_regression"]["detail"]
+    # new and returning users are judged apart, each with its numbers
+    for name in ("new_users", "returning_users"):
+        rows = ev["slices"][name]["teacher"]["rows"]
+        assert rows > 0 and ev["slices"][name]["student"]["rows"] == rows
+        assert f"{rows} held-out rows" in checks[f"slice:{name}"]["detail"]
+    assert sum(ev["slices"][n]["teacher"]["rows"] for n in ("new_users", "returning_users")) == ev["eval_rows"]
 
     # the student reads serving-time columns only; the teacher's soft labels are one logit per row
     student = json.loads((kd_home / "registry" / "purchase_intent" / "versions" /

@@ -42,7 +42,8 @@ def test_gate_table(kwargs, dry_run, decision, failed):
     for name in failed:
         assert name in out["reason"]
     assert {c["name"] for c in out["checks"]} == {"eval_rows", "teacher_retention", "champion_regression",
-                                                  "size_budget", "latency_budget"}
+                                                  "teacher_health", "teacher_verdict", "size_budget",
+                                                  "latency_budget"}
 
 
 def test_checks_carry_their_numbers():

@@ -127,7 +127,7 @@ def test_every_config_param_reaches_the_run_config():
         for field, schema in schemas.items():
             if field in uc.extract_params:
                 continue
-            part = next(p for p in ("labelling", "distill") if field in {f.name for f in dataclasses.fields(
+            part = next(p for p in ("labelling", "distill", "gate") if field in {f.name for f in dataclasses.fields(
                 getattr(uc, p))}) if field not in {f.name for f in dataclasses.fields(UseCase)} else None
             owner = getattr(uc, part) if part else uc
             assert schema["default"] == getattr(owner, field), (name, field)
@@ -135,6 +135,8 @@ def test_every_config_param_reaches_the_run_config():
                 other = schema["default"] * 0.5 or 0.5
             elif schema["type"] == "integer":
                 other = schema["default"] + 1
+            elif schema["type"] == "boolean":
+                other = not schema["default"]
             elif "enum" in schema:
                 other = [v for v in schema["enum"] if v != schema["default"]][0]
             else:
