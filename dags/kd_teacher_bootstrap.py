@@ -34,9 +34,13 @@ SQL_PARAMS = {name: {"type": "integer" if isinstance(value, int) else "number", 
         "use_case": Param("product_category", type="string", enum=sorted(USE_CASES),
                           description="Use case whose teacher is fine-tuned."),
         "force": Param(False, type="boolean", description="Retrain even if a valid teacher exists."),
+        "publish_weak": Param(False, type="boolean",
+                              description="Publish the new teacher in place of the existing one even when the "
+                                          "teacher gate marks it weak (it is marked weak; nightly runs hold "
+                                          "promotion unless accept_weak_teacher)."),
         "base_model": Param("", type="string",
                             description="Local Hugging Face directory to start from; empty = the packaged MiniLM."),
-        # TeacherTrainConfig's Param fields (epochs, learning_rate, max_rows), each optional
+        # TeacherTrainConfig's Param fields (epochs, learning_rate, max_rows, validation_share, device), each optional
         **{name: Param(None, **{k: v for k, v in schema.items() if k != "default"})
            for name, schema in TRAIN_PARAMS.items()},
         "sql_params": Param({}, type="object", additionalProperties=False, properties=SQL_PARAMS,
@@ -59,6 +63,7 @@ def kd_teacher_bootstrap():
             use_case = resolve_use_case(params["use_case"], {}, sql_params=params.get("sql_params") or {})
             return bootstrap(use_case, run_ds(context), warehouse_uri(context),
                              base_model=params["base_model"] or None, force=params["force"],
+                             publish_weak=params.get("publish_weak", False),
                              train={k: params[k] for k in TRAIN_PARAMS if params.get(k) is not None})
 
     bootstrap_teacher()

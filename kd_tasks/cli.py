@@ -85,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     _add_use_case(p)
     p.add_argument("--ds", required=True, help="use gold rows listed up to this date")
     p.add_argument("--base-model", default=None, help="local HF directory; default: packaged MiniLM")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="retrain even if a valid teacher exists")
+    p.add_argument("--publish-weak", action="store_true",
+                   help="publish the new teacher in place of the existing one even when the teacher gate marks it "
+                        "weak")
+
+    p = sub.add_parser("accept-teacher", help="accept the current weak teacher for every night it labels (the "
+                                              "reason is shown in each night's report)")
+    _add_use_case(p)
+    p.add_argument("--reason", required=True, help="why this weak teacher is good enough")
 
     p = sub.add_parser("make-tiny-base", help="save a tiny random BERT (MiniLM tokenizer) for smoke runs")
     p.add_argument("out_dir")
@@ -168,7 +176,15 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "bootstrap-teacher":
         from .nightly import bootstrap
 
-        print(json.dumps(bootstrap(get_use_case(args.use_case), args.ds, uri, args.base_model, args.force)))
+        print(json.dumps(bootstrap(get_use_case(args.use_case), args.ds, uri, args.base_model, args.force,
+                                   publish_weak=args.publish_weak)))
+    elif args.command == "accept-teacher":
+        from .storage.teachers import accept_teacher
+
+        record = accept_teacher(args.use_case, get_use_case(args.use_case).resolved_teacher_dir(), args.reason,
+                                kd_home())
+        print(f"teacher {record['version']} of {args.use_case} accepted ({record['reason']}); it was weak: "
+              f"{record['verdict']}")
     elif args.command == "make-tiny-base":
         from .models.hf_text import create_tiny_base_model
 

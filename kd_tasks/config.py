@@ -212,22 +212,44 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    epochs: int = field(default=5, metadata=param("Training epochs.", minimum=1, maximum=50))
+    """The teacher recipe: AdamW with linear warm-up and decay, validated after every epoch on the use
+    case's metric (early stopping, the best epoch's weights kept), class-weighted loss where the metric
+    is macro-averaged. The validation rows are also where the teacher gate compares the new teacher
+    with its baselines (``kd_tasks.stages.teacher_gate``)."""
+
+    epochs: int = field(default=5, metadata=param(
+        "Most training epochs (validation may stop earlier).", minimum=1, maximum=50))
     learning_rate: float = field(default=1e-4, metadata=param(
         "AdamW learning rate (of the encoder for a text teacher; its new head uses head_learning_rate).",
         exclusiveMinimum=0, maximum=1))
     head_learning_rate: float = 1e-3  # the freshly initialised classification head learns faster
     batch_size: int = 32  # rows per step
     max_length: int = 32  # tokens per title; longer titles are truncated
-    max_rows: int = field(default=4000, metadata=param(
-        "Cap on gold rows used for training (CPU time grows with it).", minimum=1))
+    max_rows: int = field(default=0, metadata=param(
+        "Cap on gold rows the teacher trains on; 0 = every gold row (CPU time grows with it).", minimum=0))
     seed: int = 0
+    validation_share: float = field(default=0.1, metadata=param(
+        "Share of the gold rows kept for validation (early stopping and the teacher gate), chosen by a hash of "
+        "the row id (or group).", minimum=0.02, maximum=0.5))
+    patience: int = field(default=2, metadata=param(
+        "Epochs without a validation gain before training stops (the best epoch's weights are kept).",
+        minimum=1, maximum=50))
+    warmup_share: float = 0.1  # share of the steps with a linearly rising learning rate, then linear decay
+    balanced_classes: bool = True  # class-weighted loss where the gate metric is macro-averaged
+    device: str = field(default="auto", metadata=param(
+        "Where the teacher trains: auto (CUDA when the worker has a GPU, else the CPU), cpu, cuda or cuda:N.",
+        pattern=DEVICE_PATTERN))
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4 or self.max_rows < 1:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 4 or self.max_rows < 0:
             raise ConfigError(
-                f"teacher training needs epochs>=1, batch_size>=1, max_length>=4, max_rows>=1; got {self}"
+                f"teacher training needs epochs>=1, batch_size>=1, max_length>=4, max_rows>=0; got {self}"
             )
+        if not 0.0 < self.validation_share < 1.0 or self.patience < 1 or not 0.0 <= self.warmup_share < 1.0:
+            raise ConfigError(f"teacher training needs 0 < validation_share < 1, patience >= 1 and "
+                              f"0 <= warmup_share < 1; got {self}")
+        if not isinstance(self.device, str) or not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ConfigError(f"teacher device {self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

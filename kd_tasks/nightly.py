@@ -39,10 +39,10 @@ def resolve_use_case(name: str, params: Mapping[str, Any] | None = None,
 
 
 def bootstrap(use_case: UseCase, ds: str, warehouse_uri: str, base_model: str | None = None,
-              force: bool = False, train: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              force: bool = False, train: Mapping[str, Any] | None = None, publish_weak: bool = False) -> dict[str, Any]:
     from .stages.bootstrap import bootstrap_teacher
 
-    return bootstrap_teacher(use_case, ds, warehouse_uri, base_model, force, train)
+    return bootstrap_teacher(use_case, ds, warehouse_uri, base_model, force, train, publish_weak)
 
 
 def extract(use_case: UseCase, ds: str, warehouse_uri: str) -> dict[str, Any]:

@@ -28,6 +28,9 @@ class Family:
     teacher: str = ""  # "module:Class" of its teacher, if it has one
     sizes: Mapping[str, Any] = field(default_factory=dict)  # student size name -> the family's shape parameters
     teacher_files: tuple[str, ...] = ()  # files that can hold a teacher's weights (one must exist)
+    # cheap models (models.baselines.BASELINES) a new teacher of this family must beat on validation,
+    # trained on its inputs; the use case's student family trained on gold alone is always one more
+    baselines: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -38,9 +41,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("tabular_mlp", inputs="matrix", tasks=("binary",),
            student="kd_tasks.models.tabular:TabularStudent", teacher="kd_tasks.models.tabular:TabularTeacher",
            sizes={"small": (16,), "base": (32, 16), "large": (64, 32)},  # student hidden layers
-           teacher_files=("teacher.safetensors",)),
+           teacher_files=("teacher.safetensors",), baselines=("boosted_trees",)),
     Family("hf_sequence_classifier", inputs="text", tasks=("multiclass",),
-           teacher="kd_tasks.models.hf_text:HFTeacher", teacher_files=("model.safetensors", "pytorch_model.bin")),
+           teacher="kd_tasks.models.hf_text:HFTeacher", teacher_files=("model.safetensors", "pytorch_model.bin"),
+           baselines=("tfidf_lr",)),
 )}
 
 
@@ -126,24 +130,29 @@ def load_teacher(path: str | Path) -> Any:
 
 
 def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | None, config: Any,
-                  provenance: dict[str, Any]) -> dict[str, Any]:
+                  provenance: dict[str, Any], validation: Any = None) -> dict[str, Any]:
     """Train the use case's teacher family on ``table`` (gold-labelled, held-out rows removed) into
-    ``target``, atomically. Returns the teacher manifest."""
+    ``target``, atomically, validated after every epoch on ``validation`` (a table of other gold rows,
+    or None). Every label of either table is an output. Returns the teacher manifest."""
     from ..storage.teachers import publish_teacher
     from ..tasks import NO_LABEL, get_task
+    from .training import Validation
 
     task = get_task(use_case.task)
     labels = table.column(use_case.label_column).to_pylist()
-    label_names = task.output_names(use_case.label_column, labels)
+    val_labels = [] if validation is None else validation.column(use_case.label_column).to_pylist()
+    label_names = task.output_names(use_case.label_column, labels + val_labels)
     gold = task.gold_index(labels, label_names)
     if (gold == NO_LABEL).any():
         bad = sorted({str(v) for v, g in zip(labels, gold) if g == NO_LABEL})
         raise ValueError(f"gold labels {bad[:5]} are not valid for a {task.name} task; fix the labels in the warehouse")
     inputs = teacher_inputs(use_case, table)
+    check = None if validation is None else Validation(teacher_inputs(use_case, validation), val_labels, label_names,
+                                                       use_case.task, use_case.gate.metric)
     train = teacher_class(use_case.teacher_family).train
 
     def write(tmp: Path) -> dict[str, Any]:
-        fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config)
+        fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config, check)
         return {**fields, "provenance": provenance}
 
     return publish_teacher(target, write)

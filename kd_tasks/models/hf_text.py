@@ -155,12 +155,17 @@ def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequence[str], feature_names: Sequence[str],
-                  out_dir: Path, base_model: str | None, config: Any) -> dict[str, Any]:
+                  out_dir: Path, base_model: str | None, config: Any, validation: Any = None) -> dict[str, Any]:
     """Fine-tune a sequence classifier from ``base_model`` (default: the real MiniLM) on gold rows into
     ``out_dir``; ``gold`` is each row's index into ``label_names`` (every name keeps an output, also
-    those ``max_rows`` leaves without a row). Returns the manifest fields."""
+    those ``max_rows`` leaves without a row). ``validation`` (``training.Validation``) is scored after
+    every epoch: early stopping, the best epoch's weights kept. Trains on CUDA when the worker has it
+    (``config.device``). Returns the manifest fields."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .runtime import device_name, select_device
+    from .training import EarlyStopping, class_weights, warmup_decay
 
     _quiet_transformers()
     if len(texts) != len(gold):
@@ -174,44 +179,59 @@ def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequen
     rng = random.Random(config.seed)
     order = list(range(len(texts)))
     rng.shuffle(order)
-    order = order[:config.max_rows]
+    if config.max_rows:
+        order = order[:config.max_rows]
     x = [texts[i] for i in order]
     y = torch.tensor([int(gold[i]) for i in order])
+    device = select_device(config.device)
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model, num_labels=len(label_names),
         id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
-    )
+    ).to(device)
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     opt = torch.optim.AdamW([{"params": body, "lr": config.learning_rate},
                              {"params": head, "lr": config.head_learning_rate}], weight_decay=0.01)
-    log.info("fine-tuning teacher from %s on %d gold rows, %d labels, %d epochs x %d steps",
-             base_model, len(x), len(label_names), config.epochs, (len(x) + config.batch_size - 1) // config.batch_size)
+    steps = config.epochs * ((len(x) + config.batch_size - 1) // config.batch_size)
+    schedule = warmup_decay(opt, steps, config.warmup_share)
+    weights = class_weights(y, len(label_names)).to(device) if config.balanced_classes else None
+    log.info("fine-tuning teacher from %s on %d gold rows (%d validation), %d labels, at most %d epochs x %d steps "
+             "on %s, warm-up %d steps then linear decay%s", base_model, len(x),
+             0 if validation is None else len(validation.gold), len(label_names), config.epochs,
+             steps // config.epochs, device_name(device), int(steps * config.warmup_share),
+             ", class-weighted loss" if weights is not None else "")
     started = time.perf_counter()
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         enc = tokenizer([x[i] for i in idx], padding=True, truncation=True, max_length=config.max_length,
-                        return_tensors="pt")
-        return torch.nn.functional.cross_entropy(model(**enc).logits, y[idx])
+                        return_tensors="pt").to(device)
+        return torch.nn.functional.cross_entropy(model(**enc).logits, y[idx].to(device), weight=weights)
 
+    stopper = None
+    if validation is not None and len(validation.gold):
+        view = HFTeacher(Path(out_dir), "", label_names, model, tokenizer, config.max_length, device=device)
+        stopper = EarlyStopping(model, lambda: validation.score(view.logits(validation.inputs)), config.patience,
+                                "teacher", validation.metric)
     # torch's global generator shuffles, as dropout draws from it too: the same seed gives the same teacher
-    fit(model, torch.arange(len(x)), batch_loss, opt, config.epochs, config.batch_size, None, "teacher")
-    model.save_pretrained(out_dir)
+    fit(model, torch.arange(len(x)), batch_loss, opt, config.epochs, config.batch_size, None, "teacher",
+        after_epoch=stopper, scheduler=schedule)
+    model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {"family": FAMILY, "label_names": label_names, "base_model": str(base_model),
             "max_length": config.max_length, "train_rows": len(x), "train_config": asdict(config),
-            "train_seconds": round(time.perf_counter() - started, 1)}
+            "train_seconds": round(time.perf_counter() - started, 1), "train_device": device_name(device),
+            "validation": None if stopper is None else {"rows": len(validation.gold), **stopper.summary()}}
 
 
 def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str | Path, base_model: str | None = None,
                       config: Any = None, provenance: dict[str, Any] | None = None,
-                      label_names: Sequence[str] | None = None) -> dict[str, Any]:
+                      label_names: Sequence[str] | None = None, validation: Any = None) -> dict[str, Any]:
     """Fine-tune and publish a text teacher from texts and their label names, outside any use case
-    (benchmarks, notebooks). ``label_names`` fixes the output classes (default: the labels seen).
-    Returns the teacher manifest."""
+    (benchmarks, notebooks). ``label_names`` fixes the output classes (default: the labels seen);
+    ``validation`` (``training.Validation``) enables early stopping. Returns the teacher manifest."""
     from ..config import TeacherTrainConfig
     from ..storage.teachers import publish_teacher
 
@@ -222,4 +242,5 @@ def bootstrap_teacher(texts: Sequence[str], labels: Sequence[str], out_dir: str 
     gold = [label_names.index(label) for label in labels]
     config = config or TeacherTrainConfig()
     return publish_teacher(out_dir, lambda tmp: {
-        **train_teacher(texts, gold, label_names, (), tmp, base_model, config), "provenance": provenance or {}})
+        **train_teacher(texts, gold, label_names, (), tmp, base_model, config, validation),
+        "provenance": provenance or {}})

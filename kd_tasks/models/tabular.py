@@ -178,21 +178,30 @@ class TabularTeacher:
 
 
 def fit_binary_mlp(net: TabularNet, x: np.ndarray, y: np.ndarray, epochs: int, learning_rate: float,
-                   batch_size: int, seed: int, log_prefix: str) -> TabularNet:
-    """Plain BCE training of ``net`` on (x, y in {0, 1}); logs the mean loss per epoch."""
+                   batch_size: int, seed: int, log_prefix: str, after_epoch: Any = None,
+                   warmup_share: float | None = None) -> TabularNet:
+    """BCE training of ``net`` on (x, y in {0, 1}); logs the mean loss per epoch. ``after_epoch``: an
+    ``EarlyStopping``; ``warmup_share``: linear warm-up and decay of the learning rate."""
+    from .training import warmup_decay
+
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
+    schedule = None if warmup_share is None else warmup_decay(
+        opt, epochs * ((len(xt) + batch_size - 1) // batch_size), warmup_share)
     return fit(net, torch.arange(len(xt)),
                lambda idx: nn.functional.binary_cross_entropy_with_logits(net(xt[idx]).squeeze(1), yt[idx]),
-               opt, epochs, batch_size, gen, log_prefix)
+               opt, epochs, batch_size, gen, log_prefix, after_epoch, schedule)
 
 
 def train_teacher(inputs: np.ndarray, gold: np.ndarray, label_names: Sequence[str], feature_names: Sequence[str],
-                  out_dir: Path, base_model: str | None, config: Any, dropout: float = 0.1) -> dict[str, Any]:
+                  out_dir: Path, base_model: str | None, config: Any, validation: Any = None,
+                  dropout: float = 0.1) -> dict[str, Any]:
     """Train the deep MLP teacher into ``out_dir`` (weights + the manifest fields it needs); ``gold`` is
-    0/1 per row. ``base_model`` is ignored: this teacher starts from random weights."""
+    0/1 per row. ``base_model`` is ignored: this teacher starts from random weights. ``validation``
+    (``training.Validation``) is scored after every epoch: early stopping, the best epoch kept."""
+    from .training import EarlyStopping
     from dataclasses import asdict
 
     from safetensors.torch import save_file
@@ -202,7 +211,7 @@ def train_teacher(inputs: np.ndarray, gold: np.ndarray, label_names: Sequence[st
         raise ValueError(f"the teacher needs positive and negative rows, got {int(y.sum())} positives in "
                          f"{len(y)} rows; widen the teacher window (teacher_lookback_days) or load more days")
     rng = np.random.default_rng(config.seed)
-    if len(x) > config.max_rows:
+    if config.max_rows and len(x) > config.max_rows:
         keep = np.sort(rng.choice(len(x), config.max_rows, replace=False))
         x, y = x[keep], y[keep]
     torch.manual_seed(config.seed)
@@ -210,9 +219,16 @@ def train_teacher(inputs: np.ndarray, gold: np.ndarray, label_names: Sequence[st
     net.scale.fit(x)
     log.info("training the tabular teacher on %d rows (%d positives), %d features, hidden %s",
              len(x), int(y.sum()), len(feature_names), TEACHER_HIDDEN)
-    fit_binary_mlp(net, x, y, config.epochs, config.learning_rate, config.batch_size, config.seed, "teacher")
+    stopper = None
+    if validation is not None and len(validation.gold):
+        xv = np.asarray(validation.inputs, dtype=np.float32)
+        stopper = EarlyStopping(net, lambda: validation.score(mlp_logits(net, xv, 8192, "cpu", None)),
+                                config.patience, "teacher", validation.metric)
+    fit_binary_mlp(net, x, y, config.epochs, config.learning_rate, config.batch_size, config.seed, "teacher",
+                   stopper, config.warmup_share)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / TEACHER_WEIGHTS)
     return {"family": FAMILY, "label_names": list(label_names), "feature_names": list(feature_names),
             "hidden": list(TEACHER_HIDDEN), "dropout": dropout, "train_rows": len(x), "positives": int(y.sum()),
-            "train_config": asdict(config)}
+            "train_config": asdict(config),
+            "validation": None if stopper is None else {"rows": len(validation.gold), **stopper.summary()}}

@@ -7,11 +7,30 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Validation:
+    """Rows a teacher is validated on after every epoch: its inputs, their gold values (as the task
+    reads them: label names, or 0/1) and the metric that judges (the use case's gate metric)."""
+
+    inputs: Any
+    gold: Sequence[Any]
+    label_names: Sequence[str]
+    task: str
+    metric: str
+
+    def score(self, logits: Any) -> float:
+        from ..tasks import get_task
+
+        value = get_task(self.task).quality(self.label_names, self.gold, logits).get(self.metric)
+        return float("nan") if value is None else float(value)
 
 
 class Optimizers:
@@ -35,23 +54,29 @@ Batches = Callable[[int], Iterable[tuple[torch.Tensor, Callable[[torch.Tensor], 
 
 def fit(net: torch.nn.Module, rows: torch.Tensor, batch_loss: Callable[[torch.Tensor], torch.Tensor],
         optimizer: Any, epochs: int, batch_size: int,
-        generator: torch.Generator | None, what: str) -> torch.nn.Module:
+        generator: torch.Generator | None, what: str, after_epoch: "EarlyStopping | None" = None,
+        scheduler: Any = None) -> torch.nn.Module:
     """Train ``net`` for ``epochs`` passes over ``rows`` (row indices) in batches of ``batch_size``.
 
     Each epoch draws a permutation of ``rows`` from ``generator`` (None: torch's global generator, which
-    dropout also draws from). Returns ``net`` in eval mode."""
-    return fit_blocks(net, lambda epoch: [(rows, batch_loss)], optimizer, epochs, batch_size, generator, what)
+    dropout also draws from). ``after_epoch`` (an ``EarlyStopping``) validates after every epoch and may
+    stop early; ``scheduler`` steps after every batch. Returns ``net`` in eval mode."""
+    return fit_blocks(net, lambda epoch: [(rows, batch_loss)], optimizer, epochs, batch_size, generator, what,
+                      after_epoch, scheduler)
 
 
 def fit_blocks(net: torch.nn.Module, blocks: Batches, optimizer: Any, epochs: int, batch_size: int,
-               generator: torch.Generator | None, what: str) -> torch.nn.Module:
+               generator: torch.Generator | None, what: str, after_epoch: "EarlyStopping | None" = None,
+               scheduler: Any = None, progress_every_s: float = 30.0) -> torch.nn.Module:
     """``fit`` over data held a block at a time: ``blocks(epoch)`` yields (rows of the block, the loss of
     a batch of them); each block's rows are permuted on their own. ``optimizer`` has ``zero_grad`` and
-    ``step`` (one optimiser, or several behind one front)."""
+    ``step`` (one optimiser, or several behind one front). A long epoch logs its progress with an ETA
+    every ``progress_every_s`` seconds."""
     started = time.perf_counter()
     net.train()
     for epoch in range(epochs):
         total, batches, seen = 0.0, 0, 0
+        epoch_started = last = time.perf_counter()
         for rows, batch_loss in blocks(epoch):
             order = rows[torch.randperm(len(rows), generator=generator)]
             for start in range(0, len(order), batch_size):
@@ -59,10 +84,82 @@ def fit_blocks(net: torch.nn.Module, blocks: Batches, optimizer: Any, epochs: in
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 total += loss.item()
                 batches += 1
+                now = time.perf_counter()
+                if now - last >= progress_every_s and len(order) > start + batch_size:
+                    last = now
+                    done = seen + start + batch_size
+                    log.info("%s epoch %d/%d: %d rows of this block, mean loss %.4f, %.0f rows/s", what, epoch + 1,
+                             epochs, done, total / batches, done / (now - epoch_started))
             seen += len(rows)
-        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed)", what, epoch + 1, epochs,
-                 total / max(batches, 1), seen, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        per_epoch = elapsed / (epoch + 1)
+        log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed, ETA at most %.0fs)", what, epoch + 1,
+                 epochs, total / max(batches, 1), seen, elapsed, per_epoch * (epochs - epoch - 1))
+        if after_epoch is not None:
+            stop = after_epoch(epoch, elapsed, epochs)
+            net.train()
+            if stop:
+                break
+    if after_epoch is not None:
+        after_epoch.restore()
     net.eval()
     return net
+
+
+class EarlyStopping:
+    """Validation after every epoch on the use case's metric (``score()``, higher is better): keeps the
+    best epoch's weights (restored at the end of training) and stops after ``patience`` epochs without
+    an improvement. ``history`` holds each epoch's score."""
+
+    def __init__(self, net: torch.nn.Module, score: Callable[[], float], patience: int, what: str, metric: str):
+        self.net, self.score, self.patience, self.what, self.metric = net, score, patience, what, metric
+        self.best, self.best_epoch, self.history = float("-inf"), -1, []
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, epoch: int, elapsed: float, epochs: int) -> bool:
+        self.net.eval()
+        with torch.no_grad():
+            value = float(self.score())
+        self.history.append(round(value, 6))
+        if value > self.best:
+            self.best, self.best_epoch = value, epoch
+            self._state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+        stop = epoch - self.best_epoch >= self.patience
+        left = 0 if stop else epochs - epoch - 1
+        log.info("%s epoch %d/%d: validation %s %.4f (best %.4f at epoch %d)%s; ETA at most %.0fs", self.what,
+                 epoch + 1, epochs, self.metric, value, self.best, self.best_epoch + 1,
+                 f", stopping: no gain in {self.patience} epochs" if stop else "", elapsed / (epoch + 1) * left)
+        return stop
+
+    def restore(self) -> None:
+        if self._state is not None:
+            self.net.load_state_dict(self._state)
+
+    def summary(self) -> dict[str, Any]:
+        return {"metric": self.metric, "best": round(self.best, 6), "best_epoch": self.best_epoch + 1,
+                "epochs_run": len(self.history), "history": self.history}
+
+
+def warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_share: float) -> Any:
+    """Linear warm-up over ``warmup_share`` of the steps, then linear decay to zero (BERT's schedule)."""
+    warm = max(1, int(total_steps * warmup_share))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weights(gold: Any, n_classes: int) -> torch.Tensor:
+    """Per-class loss weights for macro-averaged metrics: the inverse square root of each class's share
+    of the rows, normalised to a mean of 1 over the rows (rare classes count more, without the
+    instability of full inverse-frequency weights); a class without rows gets weight 1."""
+    counts = torch.bincount(torch.as_tensor(gold), minlength=n_classes).double()
+    w = torch.where(counts > 0, (counts.sum() / (n_classes * counts.clamp(min=1))).sqrt(), torch.ones_like(counts))
+    return (w / (w[torch.as_tensor(gold)].mean())).float()

@@ -174,6 +174,7 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
               "eval_groups": None if groups is None else len(set(map(str, groups))),
               "support": scorers["teacher"].support(), "window": scan.days, "teacher_version": teacher_version,
               "teacher_verdict": teachers.read_verdict(use_case.resolved_teacher_dir()),
+              "teacher_accepted": teachers.read_acceptance(use_case.name, teacher_version, home),
               "champion_version": champion_version, "models": models, "comparisons": comparisons,
               "slices": slices}
     run.write("evaluation", report)

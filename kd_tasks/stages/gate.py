@@ -26,7 +26,9 @@ Checks on the candidate, each recorded with its value, threshold and numbers:
 - ``slice:<name>``: per declared slice (``GateConfig.slices``), the candidate's recall of a class or
   metric on a row slice >= the slice's ``min_retention`` x the teacher's.
 
-``accept_weak_teacher`` lets the two teacher checks pass, marked ``waived``, and the reason says so.
+``accept_weak_teacher`` (a run's Param) or a person's acceptance of the teacher version
+(``cli accept-teacher``, for every night it labels) lets the two teacher checks pass, marked
+``waived``, and the reason says so.
 The decision is ``promote`` when every check passes, else ``hold``. ``dry_run`` evaluates the same
 checks but always holds.
 """
@@ -88,15 +90,24 @@ def eval_rows_check(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
                   f"held-out gold {unit} >= min_eval_rows")
 
 
+def _accepted(report: dict[str, Any], gate: GateConfig) -> str:
+    """Why a weak teacher is accepted tonight ("" when it is not)."""
+    record = report.get("teacher_accepted")
+    if record:
+        return f"weak teacher accepted by {record.get('by')} on {str(record.get('at'))[:10]}: {record.get('reason')}"
+    return "weak teacher accepted: accept_weak_teacher" if gate.accept_weak_teacher else ""
+
+
 def teacher_health_check(report: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
     teacher = report["models"]["teacher"]
-    waive = gate.accept_weak_teacher
+    accepted = _accepted(report, gate)
+    waive = bool(accepted)
     if report.get("task") == "binary":
         auc = teacher.get("auc")
         if auc is None:
             return _check("teacher_health", True, None, 0.5, "teacher AUC not measurable (one class held out)")
         return _check("teacher_health", auc > 0.5, _r(auc), 0.5, "teacher AUC on the held-out rows > 0.5"
-                      + (" (weak teacher accepted: accept_weak_teacher)" if waive and auc <= 0.5 else ""), waive)
+                      + (f" ({accepted})" if waive and auc <= 0.5 else ""), waive)
     recall, support = teacher.get("per_class_recall") or {}, report.get("support") or {}
     zero = {c: support.get(c, 0) for c, r in recall.items() if r == 0}
     dead = sorted(c for c, n in zero.items() if n >= gate.teacher_health_min_rows)
@@ -107,7 +118,7 @@ def teacher_health_check(report: dict[str, Any], gate: GateConfig) -> dict[str, 
     if small:
         detail += f"; also zero on classes with fewer rows: {', '.join(f'{c} ({zero[c]})' for c in small)}"
     if dead and waive:
-        detail += " (weak teacher accepted: accept_weak_teacher)"
+        detail += f" ({accepted})"
     return _check("teacher_health", not dead, len(dead), 0, detail, waive)
 
 
@@ -118,10 +129,10 @@ def teacher_verdict_check(report: dict[str, Any], gate: GateConfig) -> dict[str,
                       "the teacher carries no teacher-gate verdict (published without one)")
     weak = bool(verdict.get("weak"))
     detail = verdict.get("reason") or ("marked weak by its teacher gate" if weak else "beat its baselines")
-    if weak and gate.accept_weak_teacher:
-        detail += " (weak teacher accepted: accept_weak_teacher)"
-    return _check("teacher_verdict", not weak, "weak" if weak else "strong", "not weak", detail,
-                  gate.accept_weak_teacher)
+    accepted = _accepted(report, gate)
+    if weak and accepted:
+        detail += f" ({accepted})"
+    return _check("teacher_verdict", not weak, "weak" if weak else "strong", "not weak", detail, bool(accepted))
 
 
 def slice_check(sl: SliceCheck, report: dict[str, Any], candidate: str) -> dict[str, Any]:
@@ -184,7 +195,8 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
     else:
         decision, reason = "promote", "every check passed"
     if waived:
-        reason += f" (waived by accept_weak_teacher: {', '.join(waived)})"
+        by = "a person's acceptance of the teacher" if report.get("teacher_accepted") else "accept_weak_teacher"
+        reason += f" (waived by {by}: {', '.join(waived)})"
     if candidate == "baseline":
         reason += "; distillation did not pay tonight: the candidate is the no-KD baseline"
     return {"decision": decision, "reason": reason, "dry_run": dry_run, "candidate": candidate,

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import UseCase
 from ..holdout import is_holdout
 from ..models import student_inputs, teacher_inputs
 from ..models.inputs import take
 from ..storage import lake
 from ..storage.files import IntegrityError
 from ..tasks import get_task
+
+if TYPE_CHECKING:
+    from ..config import UseCase
 
 
 @dataclass

@@ -159,3 +159,39 @@ def read_verdict(path: str | AnyPath) -> dict[str, Any] | None:
     manifest = files.read_json(local_teacher(path) / MANIFEST, "teacher manifest", FIX_TEACHER)
     verdict = manifest.get("verdict") if isinstance(manifest, dict) else None
     return verdict if isinstance(verdict, dict) else None
+
+
+def acceptance_path(use_case: str, version: str, home: AnyPath) -> AnyPath:
+    """Where a person's acceptance of one weak teacher version is kept (beside its latency profile):
+    ``<home>/profiles/<use_case>/teacher-<version>.accepted.json``."""
+    path = profile_path(use_case, version, home)
+    return path.with_name(path.name.replace(".json", ".accepted.json"))
+
+
+def accept_teacher(use_case: str, path: str | AnyPath, reason: str, home: AnyPath) -> dict[str, Any]:
+    """Record that a person accepts the weak teacher at ``path`` for every night it labels (the Param
+    ``accept_weak_teacher`` for one run; this for the version). Returns the record."""
+    import datetime as dt
+    import getpass
+
+    if not reason.strip():
+        raise ValueError("accepting a weak teacher needs a reason (it is shown in every night's report)")
+    manifest = files.read_json(local_teacher(path) / MANIFEST, "teacher manifest", FIX_TEACHER)
+    version = files.content_version(local_teacher(path))
+    verdict = manifest.get("verdict") if isinstance(manifest, dict) else None
+    if not (isinstance(verdict, dict) and verdict.get("weak")):
+        raise ValueError(f"teacher {version} at {path} is not marked weak; there is nothing to accept")
+    record = {"version": version, "reason": reason.strip(), "by": getpass.getuser(),
+              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "verdict": verdict.get("reason")}
+    files.write_json(acceptance_path(use_case, version, home), record)
+    log.warning("weak teacher %s of %s accepted: %s", version, use_case, record["reason"])
+    return record
+
+
+def read_acceptance(use_case: str, version: str, home: AnyPath) -> dict[str, Any] | None:
+    """A person's acceptance of the weak teacher ``version``, or None."""
+    path = acceptance_path(use_case, version, home)
+    if not path.is_file():
+        return None
+    record = files.read_json(path, "teacher acceptance", "run `python -m kd_tasks.cli accept-teacher` again")
+    return record if isinstance(record, dict) and record.get("version") == version else None

@@ -24,7 +24,7 @@ def test_broken_teacher_promotes_nothing_or_the_baseline(kd_home, fashion_record
     bootstrap(resolve_use_case("product_category"), DS, uri, base_model=str(tiny_base), train=TINY_TEACHER_TRAIN)
     catalogue.load_products(uri, rows, replace=True)  # the warehouse's true labels judge the night
 
-    held = run_chain(alpha=1.0)  # the KD student learns from the teacher alone
+    held = run_chain(alpha=1.0, accept_weak_teacher=False)  # the KD student learns from the teacher alone
     gate = RunDir(held["evaluated"]["run_dir"]).read("gate")
     assert gate["candidate"] == "baseline" and gate["distillation"]["paid"] is False
     assert gate["distillation"]["interval"][0] > 0.01

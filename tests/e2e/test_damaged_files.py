@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import DS, run_chain
+from conftest import ACCEPT_WEAK, DS, run_chain
 from kd_tasks.storage import files, lake, registry
 from kd_tasks.home import default_warehouse_uri
 from kd_tasks.nightly import extract, resolve_use_case
@@ -44,7 +44,7 @@ def test_changed_soft_label_pages_are_relabelled_and_train_the_same_student(nigh
 
 
 def test_a_truncated_extract_of_an_earlier_day_is_refused_with_the_file_and_the_fix(night):
-    uc = resolve_use_case("product_category", {"extract_lookback_days": 3})
+    uc = resolve_use_case("product_category", {"extract_lookback_days": 3, **ACCEPT_WEAK})
     extract(uc, "2024-01-09", default_warehouse_uri())
     earlier = lake.extract_path("product_category", "2024-01-09")
     truncate(earlier)
@@ -83,7 +83,7 @@ def test_a_truncated_teacher_manifest_is_named_and_the_bootstrap_heals_it(night,
 def test_changed_student_weights_in_the_run_directory_are_never_registered(home, tiny_teacher):
     from kd_tasks import nightly
 
-    uc = resolve_use_case("product_category", {"extract_lookback_days": 3})
+    uc = resolve_use_case("product_category", {"extract_lookback_days": 3, **ACCEPT_WEAK})
     nightly.extract(uc, DS, default_warehouse_uri())
     distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "run")["run_dir"])
     flip(as_path(distilled["run_dir"]) / "student" / "student.safetensors", 0.8)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DS, ROOT
+from conftest import ACCEPT_WEAK, DS, ROOT
 from kd_tasks.storage import lake
 from kd_tasks.storage.runs import RunDir
 
@@ -42,7 +42,7 @@ def _night(dagbag, conf):
 @pytest.mark.slow
 def test_one_failed_shard_is_retried_alone_and_the_night_is_unchanged(airflow_db, dagbag, kd_home, tiny_teacher,
                                                                        monkeypatch, tmp_path):
-    conf = {"extract_lookback_days": 3, "shard_rows": 150, "label_threads": 1}
+    conf = {"extract_lookback_days": 3, "shard_rows": 150, "label_threads": 1, **ACCEPT_WEAK}
     marker = tmp_path / "failed-once"
     monkeypatch.setenv("KD_FAULT_ONCE", f"label_shard:{DS}:2@{marker}")
     run, states, rundir = _night(dagbag, conf)

@@ -42,9 +42,17 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
     assert _state(boot) == "success", _task_states(boot)
     manifest = json.loads((kd_home / "teachers" / "product_category" / "kd_manifest.json").read_text())
     assert manifest["label_names"] and manifest["provenance"]["as_of"] == DS
+    # the teacher gate judged the tiny teacher on its validation rows: TF-IDF + LR beats it, so it is
+    # published (the first teacher) marked weak, with every baseline's numbers
+    verdict = manifest["verdict"]
+    assert verdict["weak"] is True and "does not beat tfidf_lr" in verdict["reason"]
+    assert set(verdict["baselines"]) == {"tfidf_lr", "student_gold_only"}
+    assert verdict["validation_rows"] == manifest["provenance"]["validation_rows"] > 0
+    assert manifest["validation"]["metric"] == "macro_f1" and len(manifest["validation"]["history"]) >= 1
 
     nightly = dagbag.get_dag("kd_product_category_nightly")
-    run = nightly.test(logical_date=LOGICAL, run_conf={"extract_lookback_days": 3, "epochs": 6})
+    run = nightly.test(logical_date=LOGICAL, run_conf={"extract_lookback_days": 3, "epochs": 6,
+                                                       "accept_weak_teacher": True})
     states = _task_states(run)
     assert _state(run) == "success", states
     assert states["promote_student"] == "success" and states["hold_student"] == "skipped", states
@@ -63,6 +71,8 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
     assert report["gate"]["decision"] == "promote"
+    assert "waived by accept_weak_teacher: teacher_verdict" in report["gate"]["reason"]
+    assert report["evaluation"]["teacher_verdict"]["weak"] is True
     assert report["evaluation"]["champion_version"] is None  # the documented first run
     models = report["evaluation"]["models"]
     assert set(models) == {"teacher", "student", "baseline"}
@@ -79,7 +89,8 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
     # A second run for the same date is idempotent for the data and evaluates against the champion;
     # dry_run keeps it from promoting whatever the gate says.
     soft_mtime = soft.stat().st_mtime_ns
-    again = nightly.test(logical_date=LOGICAL, run_conf={"extract_lookback_days": 3, "epochs": 6, "dry_run": True})
+    again = nightly.test(logical_date=LOGICAL, run_conf={"extract_lookback_days": 3, "epochs": 6, "dry_run": True,
+                                                         "accept_weak_teacher": False})
     states = _task_states(again)
     assert _state(again) == "success", states
     assert states["hold_student"] == "success" and states["promote_student"] == "skipped"
@@ -96,6 +107,9 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
     for key in ("p50_ms_b1", "p95_ms_b1", "p50_ms_b64"):
         assert second["evaluation"]["models"]["teacher"][key] == models["teacher"][key] == profile[key]
     assert second["gate"]["decision"] == "hold" and second["gate"]["dry_run"] is True
+    # without accept_weak_teacher the weak teacher holds the night, and the report says why
+    verdict_check = next(c for c in second["gate"]["checks"] if c["name"] == "teacher_verdict")
+    assert not verdict_check["passed"] and "teacher_verdict" in second["gate"]["reason"]
     assert second["outcome"] == {"outcome": "held", "reason": second["gate"]["reason"],
                                  "champion": champion["version"]}
     assert registry.champion("product_category")["version"] == champion["version"]

@@ -1,7 +1,7 @@
 """Forced promotions, backfill candidates and lost races, through the functions the DAG tasks call."""
 import json
 
-from conftest import DS, run_chain
+from conftest import ACCEPT_WEAK, DS, run_chain
 from kd_tasks import nightly
 from kd_tasks.storage import registry
 from kd_tasks.home import default_warehouse_uri
@@ -11,7 +11,7 @@ def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
     run_chain()
     strict = {"gate": {"max_student_bytes": 1}}  # no student fits: the gate holds
     # another seed: another student (the same inputs would give the promoted one again)
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1, **ACCEPT_WEAK})
     uc = uc.with_overrides(gate=strict["gate"])
     extracted = nightly.extract(uc, DS, default_warehouse_uri())
     assert extracted["rows"] > 0
@@ -37,7 +37,7 @@ def test_backfill_run_records_a_candidate_and_keeps_production(kd_home, tiny_tea
 
 
 def test_a_promotion_that_lost_the_race_is_reported_not_lost(kd_home, tiny_teacher):
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1, **ACCEPT_WEAK})
     nightly.extract(uc, DS, default_warehouse_uri())
     labelled = nightly.soft_labels(uc, DS, "slow")
     slow = nightly.distill(uc, DS, labelled["run_dir"])  # reads "no champion" here...

@@ -3,7 +3,7 @@ outcome: the same result, the same files, no second promotion or log entry."""
 import json
 from pathlib import Path
 
-from conftest import DS
+from conftest import ACCEPT_WEAK, DS
 from kd_tasks.storage import lake, registry
 from kd_tasks import nightly
 from kd_tasks.home import default_warehouse_uri
@@ -20,7 +20,7 @@ def _without_timings(evaluated_or_report):
 
 
 def test_every_nightly_task_run_twice_gives_one_outcome(kd_home, tiny_teacher):
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3})
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, **ACCEPT_WEAK})
     a, b = twice(nightly.extract, uc, DS, default_warehouse_uri())
     assert a == b
     assert lake.read_extract("product_category", DS).num_rows == a["rows"]
@@ -48,7 +48,7 @@ def test_record_candidate_and_hold_run_twice_log_once(kd_home, tiny_teacher):
     from conftest import run_chain
 
     run_chain(run_id="first")
-    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1})
+    uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": 1, **ACCEPT_WEAK})
     distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "backfill__x")["run_dir"])
     evaluated = nightly.evaluate(uc, DS, distilled["run_dir"], False, is_backfill=True)
     assert evaluated["action"] == "candidate"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DS, ROOT, airflow_object_store_env, run_chain
+from conftest import ACCEPT_WEAK, DS, ROOT, airflow_object_store_env, run_chain
 from kd_tasks.storage import files, fs, registry
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -76,7 +76,7 @@ def test_nights_on_s3_promote_record_candidates_roll_back_and_export(airflow_db,
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(airflow_object_store_env(s3_endpoint, SECRET))
     night = subprocess.run([AIRFLOW, "dags", "test", "kd_product_category_nightly", DS, "-c",
-                            json.dumps({"extract_lookback_days": 3})], env=env, cwd=ROOT,
+                            json.dumps({"extract_lookback_days": 3, **ACCEPT_WEAK})], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
     out = night.stdout + night.stderr
     assert night.returncode == 0, "\n".join(line for line in out.splitlines()

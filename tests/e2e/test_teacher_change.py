@@ -5,6 +5,7 @@ from conftest import DS, TINY_TEACHER_TRAIN, run_chain
 from kd_tasks.storage import lake, registry
 from kd_tasks.home import default_warehouse_uri
 from kd_tasks.stages.extract import extract_partition
+from kd_tasks.models import load_teacher
 from kd_tasks.nightly import bootstrap, resolve_use_case
 
 
@@ -19,9 +20,15 @@ def test_new_teacher_relabels_the_window_and_the_report_says_so(kd_home, tiny_te
     again = run_chain(run_id="same_teacher", extract_lookback_days=1)
     assert again["labelled"]["labelled"] == [] and again["labelled"]["reused"] == [earlier, DS]
 
+    # another seed gives another tiny teacher, weak like the first: it is refused, the teacher stays
+    refused = bootstrap(uc, DS, default_warehouse_uri(), base_model=str(tiny_base), force=True,
+                        train={**TINY_TEACHER_TRAIN, "seed": 1})
+    assert refused["trained"] and not refused["published"] and refused["verdict"]["weak"]
+    assert refused["version"] == old_version != refused["rejected_version"]
+    assert load_teacher(uc.resolved_teacher_dir()).version == old_version
     new = bootstrap(uc, DS, default_warehouse_uri(), base_model=str(tiny_base), force=True,
-                    train={**TINY_TEACHER_TRAIN, "seed": 1})
-    assert new["version"] != old_version
+                    train={**TINY_TEACHER_TRAIN, "seed": 1}, publish_weak=True)
+    assert new["published"] and new["version"] == refused["rejected_version"] != old_version
     after = run_chain(run_id="new_teacher", extract_lookback_days=1)
     assert after["labelled"]["teacher_version"] == new["version"]
     assert after["labelled"]["labelled"] == [earlier, DS], "the whole window is relabelled"

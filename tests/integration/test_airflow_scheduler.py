@@ -59,6 +59,7 @@ SECRET = "kd-stack-secret-3Fv9-never-shown"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
     from kd_tasks.loaders import catalogue
+    from kd_tasks import cli
     from kd_tasks.nightly import bootstrap, resolve_use_case
 
     root = tmp_path_factory.mktemp("airflow_cluster")
@@ -88,6 +89,8 @@ def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
         catalogue.load_products(warehouse, rows, replace=True)
         bootstrap(resolve_use_case("product_category"), DAYS[-1], warehouse, base_model=str(tiny_base),
                   train=TINY_TEACHER_TRAIN)
+        # the tiny teacher is weak (TF-IDF + LR beats it): an operator accepts it for the scheduled nights
+        assert cli.main(["accept-teacher", "--reason", "tiny test teacher"]) == 0
         # two workers, one task at a time each: a GPU-like worker on the teacher queue only, and a general one
         stack.start(c, [("worker-teacher", "teacher"), ("worker-general", "default,teacher")],
                     [NIGHTLY, EXPORT, REFERENCE], own_local_dirs=True)
@@ -122,6 +125,7 @@ def test_scheduled_nightly_run_promotes_and_the_asset_triggers_the_export(cluste
     log = _promotions(c)
     assert [e["outcome"] for e in log] == ["promoted"] and log[0]["ds"] == DAYS[-1]
     assert _alias(c) == log[0]["version"]
+    assert "waived by a person's acceptance of the teacher: teacher_verdict" in log[0]["reason"]
 
     exports = c.wait("the export DAG run", lambda: stack.finished(c.runs(EXPORT), 1))
     assert exports[0]["run_type"] == "asset_triggered"

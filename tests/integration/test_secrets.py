@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DS, ROOT
+from conftest import ACCEPT_WEAK, DS, ROOT
 
 PASSWORD = "Pw-9f3Kq2-never-shown"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -52,7 +52,7 @@ def test_the_password_is_in_no_output_log_report_or_file(airflow_db, pg_uri, tin
     # the night reads the warehouse through an Airflow connection: PostgresHook builds the engine
     env = {**os.environ, "AIRFLOW_CONN_KD_WAREHOUSE_PG": uri}
     night = subprocess.run([AIRFLOW, "dags", "test", "kd_product_category_nightly", DS, "-c",
-                            json.dumps({"extract_lookback_days": 3, "warehouse_conn_id": "kd_warehouse_pg"})],
+                            json.dumps({"extract_lookback_days": 3, "warehouse_conn_id": "kd_warehouse_pg", **ACCEPT_WEAK})],
                            env=env, capture_output=True, text=True, timeout=600)
     outputs.append(night.stdout + night.stderr)
     assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]

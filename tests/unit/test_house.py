@@ -18,7 +18,8 @@ from kd_tasks.use_cases import USE_CASES, get_use_case
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the kd_tasks modules it imports (at the top or inside functions)."""
+    """module -> the kd_tasks modules it imports (at the top or inside functions; not those imported
+    under ``if TYPE_CHECKING:`` for annotations only)."""
     modules = {}
     for path in (ROOT / "kd_tasks").rglob("*.py"):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -29,7 +30,13 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                       for stmt in block.body for n in ast.walk(stmt)}  # annotations only: not a dependency
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):

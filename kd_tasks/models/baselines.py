@@ -1,0 +1,82 @@
+"""Cheap baselines a new teacher must beat on validation (``kd_tasks.stages.teacher_gate``), trained
+on the same gold rows and the same inputs as the teacher: TF-IDF (word 1-2-grams + character 3-5-grams,
+sublinear tf) + logistic regression for text, its C chosen on the validation rows; gradient-boosted
+trees for feature columns (serving-time and privileged alike). A family names its baselines in
+``models.FAMILIES``.
+
+Each ``fit`` returns (predict, info): ``predict(inputs)`` gives logits-like scores in the teacher's
+output order ((n, classes) log-probabilities, or (n, 1) log-odds for a binary task), so the task's
+metrics and the paired bootstrap read them as they read the teacher's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+Predict = Callable[[Any], np.ndarray]
+
+
+def _scores(proba: np.ndarray, classes: Sequence[int], n_outputs: int, binary: bool) -> np.ndarray:
+    """Class probabilities of a fitted model (its ``classes_`` are output indices) as logits."""
+    p = np.clip(proba, 1e-7, 1 - 1e-7)
+    if binary:
+        positive = list(classes).index(1) if 1 in classes else None
+        q = p[:, positive] if positive is not None else np.full(len(p), 1e-7)
+        return np.log(q / (1 - q)).reshape(-1, 1).astype(np.float32)
+    out = np.full((len(p), n_outputs), np.log(1e-7), np.float32)
+    out[:, list(classes)] = np.log(p)
+    return out
+
+
+def tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary: bool, validation: Any,
+             grid: Sequence[float] = (3.0, 10.0, 30.0)) -> tuple[Predict, dict[str, Any]]:
+    """TF-IDF + logistic regression on the texts; C is chosen on ``validation`` (``training.Validation``)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_union
+
+    started = time.perf_counter()
+    features = make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                          TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2))
+    x = features.fit_transform(list(inputs))
+    xv = features.transform(list(validation.inputs))
+    best: tuple[float, float, Any] = (float("-inf"), 0.0, None)
+    tried = {}
+    for c in grid:
+        model = LogisticRegression(C=c, max_iter=200, tol=1e-3).fit(x, gold)
+        score = validation.score(_scores(model.predict_proba(xv), model.classes_, n_outputs, binary))
+        tried[str(c)] = round(score, 6)
+        log.info("tfidf_lr C=%s: validation %s %.4f", c, validation.metric, score)
+        if score > best[0]:
+            best = (score, c, model)
+    model = best[2]
+
+    def predict(texts: Any) -> np.ndarray:
+        return _scores(model.predict_proba(features.transform(list(texts))), model.classes_, n_outputs, binary)
+
+    return predict, {"C": best[1], "validation_by_C": tried, "params": int(model.coef_.size + model.intercept_.size),
+                     "train_s": round(time.perf_counter() - started, 1)}
+
+
+def boosted_trees(inputs: np.ndarray, gold: np.ndarray, n_outputs: int, binary: bool,
+                  validation: Any) -> tuple[Predict, dict[str, Any]]:
+    """Histogram gradient-boosted trees on the feature columns (scikit-learn's, early stopping on a
+    share of the training rows)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    started = time.perf_counter()
+    model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, early_stopping=True, random_state=0)
+    model.fit(np.asarray(inputs, dtype=np.float32), gold)
+
+    def predict(x: Any) -> np.ndarray:
+        return _scores(model.predict_proba(np.asarray(x, dtype=np.float32)), model.classes_, n_outputs, binary)
+
+    return predict, {"iterations": int(model.n_iter_), "train_s": round(time.perf_counter() - started, 1)}
+
+
+BASELINES: dict[str, Callable[..., tuple[Predict, dict[str, Any]]]] = {
+    "tfidf_lr": tfidf_lr, "boosted_trees": boosted_trees}
