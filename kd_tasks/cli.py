@@ -5,6 +5,7 @@
     python -m kd_tasks.cli load-catalogue my.csv --text-column title --label-column category
     python -m kd_tasks.cli load-events --source taobao --file UserBehavior.csv.gz
     python -m kd_tasks.cli bootstrap-teacher --ds 2024-01-10
+    python -m kd_tasks.cli accept-teacher --reason "reviewed"   # accept the current weak teacher
     python -m kd_tasks.cli report --ds 2024-01-10
     python -m kd_tasks.cli rollback --version 3f2a9c01b7de --reason "INC-42"
     python -m kd_tasks.cli sweep                # remove leftovers of killed writes under KD_HOME

@@ -31,6 +31,7 @@ class Family:
     # cheap models (models.baselines.BASELINES) a new teacher of this family must beat on validation,
     # trained on its inputs; the use case's student family trained on gold alone is always one more
     baselines: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()  # an ensemble teacher's member families (models.ensemble)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -45,6 +46,16 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("hf_sequence_classifier", inputs="text", tasks=("multiclass",),
            teacher="kd_tasks.models.hf_text:HFTeacher", teacher_files=("model.safetensors", "pytorch_model.bin"),
            baselines=("tfidf_lr",)),
+    # a student cut from the fine-tuned MiniLM teacher: its embeddings and 2, 3 or 4 of its 6 layers
+    Family("teacher_layers_transformer", inputs="text", tasks=("multiclass",),
+           student="kd_tasks.models.small_transformer:TeacherLayersStudent",
+           sizes={"small": 2, "base": 3, "large": 4}),
+    Family("tfidf_lr", inputs="text", tasks=("multiclass",), teacher="kd_tasks.models.tfidf:TfidfTeacher",
+           teacher_files=("tfidf_lr.pkl",)),
+    # the fine-tuned MiniLM and TF-IDF + LR, calibrated and weighed on the validation rows
+    Family("minilm_tfidf_ensemble", inputs="text", tasks=("multiclass",),
+           teacher="kd_tasks.models.ensemble:EnsembleTeacher", teacher_files=("ensemble.json",),
+           baselines=("tfidf_lr",), members=("hf_sequence_classifier", "tfidf_lr")),
 )}
 
 
@@ -131,10 +142,11 @@ def load_teacher(path: str | Path) -> Any:
 
 def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | None, config: Any,
                   provenance: dict[str, Any], validation: Any = None) -> dict[str, Any]:
-    """Train the use case's teacher family on ``table`` (gold-labelled, held-out rows removed) into
-    ``target``, atomically, validated after every epoch on ``validation`` (a table of other gold rows,
-    or None). Every label of either table is an output. Returns the teacher manifest."""
-    from ..storage.teachers import publish_teacher
+    """Train the use case's teacher family on ``table`` (gold-labelled, held-out rows removed) into the
+    new folder ``target`` (a scratch folder: the bootstrap publishes it once the teacher gate has judged
+    it), validated after every epoch on ``validation`` (a table of other gold rows, or None). Every
+    label of either table is an output. Returns the teacher manifest."""
+    from ..storage.teachers import build_teacher
     from ..tasks import NO_LABEL, get_task
     from .training import Validation
 
@@ -150,9 +162,13 @@ def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | Non
     check = None if validation is None else Validation(teacher_inputs(use_case, validation), val_labels, label_names,
                                                        use_case.task, use_case.gate.metric)
     train = teacher_class(use_case.teacher_family).train
+    declared = family(use_case.teacher_family)
+    ensemble = {"members": declared.members, "family_name": declared.name} if declared.members else {}
 
     def write(tmp: Path) -> dict[str, Any]:
-        fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config, check)
+        fields = train(inputs, gold, label_names, use_case.teacher_columns, tmp, base_model, config, check,
+                       **ensemble)
         return {**fields, "provenance": provenance}
 
-    return publish_teacher(target, write)
+    Path(target).mkdir(parents=True, exist_ok=False)
+    return build_teacher(Path(target), write)

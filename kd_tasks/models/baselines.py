@@ -32,9 +32,21 @@ def _scores(proba: np.ndarray, classes: Sequence[int], n_outputs: int, binary: b
     return out
 
 
-def tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary: bool, validation: Any,
-             grid: Sequence[float] = (3.0, 10.0, 30.0)) -> tuple[Predict, dict[str, Any]]:
-    """TF-IDF + logistic regression on the texts; C is chosen on ``validation`` (``training.Validation``)."""
+class TfidfLR:
+    """A fitted TF-IDF + logistic regression (picklable: the ``tfidf_lr`` teacher family saves it)."""
+
+    def __init__(self, features: Any, model: Any, n_outputs: int, binary: bool):
+        self.features, self.model, self.n_outputs, self.binary = features, model, n_outputs, binary
+
+    def scores(self, texts: Any) -> np.ndarray:
+        return _scores(self.model.predict_proba(self.features.transform(list(texts))), self.model.classes_,
+                       self.n_outputs, self.binary)
+
+
+def fit_tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary: bool, validation: Any = None,
+                 grid: Sequence[float] = (3.0, 10.0, 30.0)) -> tuple[TfidfLR, dict[str, Any]]:
+    """TF-IDF + logistic regression on the texts; C is chosen on ``validation`` (``training.Validation``;
+    without it, C = 10)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_union
@@ -43,23 +55,30 @@ def tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary: bo
     features = make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
                           TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2))
     x = features.fit_transform(list(inputs))
-    xv = features.transform(list(validation.inputs))
-    best: tuple[float, float, Any] = (float("-inf"), 0.0, None)
+    xv = None if validation is None else features.transform(list(validation.inputs))
+    best: tuple[float, float, Any] = (float("-inf"), 10.0, None)
     tried = {}
-    for c in grid:
+    for c in (grid if validation is not None else (10.0,)):
         model = LogisticRegression(C=c, max_iter=200, tol=1e-3).fit(x, gold)
+        if xv is None:
+            best = (float("nan"), c, model)
+            break
         score = validation.score(_scores(model.predict_proba(xv), model.classes_, n_outputs, binary))
         tried[str(c)] = round(score, 6)
         log.info("tfidf_lr C=%s: validation %s %.4f", c, validation.metric, score)
         if score > best[0]:
             best = (score, c, model)
-    model = best[2]
+    fitted = TfidfLR(features, best[2], n_outputs, binary)
+    return fitted, {"C": best[1], "validation_by_C": tried,
+                    "params": int(best[2].coef_.size + best[2].intercept_.size),
+                    "train_s": round(time.perf_counter() - started, 1)}
 
-    def predict(texts: Any) -> np.ndarray:
-        return _scores(model.predict_proba(features.transform(list(texts))), model.classes_, n_outputs, binary)
 
-    return predict, {"C": best[1], "validation_by_C": tried, "params": int(model.coef_.size + model.intercept_.size),
-                     "train_s": round(time.perf_counter() - started, 1)}
+def tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary: bool, validation: Any,
+             grid: Sequence[float] = (3.0, 10.0, 30.0)) -> tuple[Predict, dict[str, Any]]:
+    """The TF-IDF + LR baseline (``fit_tfidf_lr``) as (predict, info)."""
+    fitted, info = fit_tfidf_lr(inputs, gold, n_outputs, binary, validation, grid)
+    return fitted.scores, info
 
 
 def boosted_trees(inputs: np.ndarray, gold: np.ndarray, n_outputs: int, binary: bool,

@@ -23,6 +23,7 @@ from ..models.inputs import take
 from ..models.training import fit_blocks
 from ..storage import files, fs, registry
 from ..storage.files import IntegrityError
+from ..storage.teachers import local_teacher
 from ..storage.runs import RunDir
 from ..tasks import NO_LABEL, get_task
 from .window import Window, WindowScan, group_parts, scan_window
@@ -166,15 +167,17 @@ def _prepared(item: Any) -> Any:
 
 def train_student(window: Window | TrainingRows, config: DistillConfig, init: Any = None,
                   log_prefix: str = "student", family: str = "hashed_ngram_mlp",
-                  feature_names: Sequence[str] = ()) -> Any:
+                  feature_names: Sequence[str] = (), teacher_dir: Any = None) -> Any:
     """Fit a student of ``family`` on the training rows ``window`` with the objective of
     ``config.loss_terms`` (default: the task's): every row gets the soft-target part, gold rows also
-    the supervised part. ``init`` is a compatible student to start from. Students trained on the same
+    the supervised part. ``init`` is a compatible student to start from; ``teacher_dir`` the teacher a
+    family cut from the teacher (``from_teacher``) starts from. Students trained on the same
     ``TrainingRows`` share its prepared features."""
     rows = window if isinstance(window, TrainingRows) else TrainingRows.from_window(window)
     torch.manual_seed(config.seed)
-    student = student_class(family).create(rows.label_names, config.student_size, rows.sample_inputs(),
-                                           feature_names)
+    cls = student_class(family)
+    extra = {"teacher_dir": teacher_dir} if getattr(cls, "from_teacher", False) else {}
+    student = cls.create(rows.label_names, config.student_size, rows.sample_inputs(), feature_names, **extra)
     if init is not None:
         student.net.load_state_dict(init.net.state_dict())
     terms = config.loss_terms if config.loss_terms is not None else get_task(rows.task).default_loss
@@ -267,6 +270,8 @@ def _distill(use_case: UseCase, ds: str, teacher_version: str, run: RunDir, home
             log.warning("cannot warm-start: %s; training from scratch", exc)
 
     family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
+    if getattr(student_class(use_case.student_family), "from_teacher", False):
+        family["teacher_dir"] = local_teacher(use_case.resolved_teacher_dir())
     student = train_student(train, cfg, init, "student_kd", **family)
     baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard", **family)
 

@@ -169,6 +169,7 @@ def label_shard(use_case: UseCase, day: str, shard: int, labelling: str, home: P
         "extract_ids": fingerprint, "extract_provenance": lake.provenance_of(extract), "run": run,
         "logits_dtype": str(table.schema.field("logits").type.value_type),
         **({"recipe": runtime.recipe(placed["dtype"])} if runtime.recipe(placed["dtype"]) else {}),
+        **({"teacher_members": teacher.member_versions()} if hasattr(teacher, "member_versions") else {}),
     })
     log.info("soft labels ds=%s shard %d: %d rows in %.1fs (%.0f rows/s on %s, %s) -> %s", day, shard, len(ids),
              elapsed, rate, placed["device"], placed["dtype"], dst)

@@ -83,18 +83,23 @@ def publish_teacher(out_dir: str | Path, write: Callable[[Path], dict[str, Any]]
     out_dir = as_path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_teacher(out_dir)
-
-    def build(tmp: Path) -> dict[str, Any]:
-        manifest = {**(write(tmp) or {}), **(manifest_fields or {})}
-        manifest["version"] = files.content_version(tmp)
-        manifest["files"] = {name: files.sha256_file(tmp / name) for name in files.listed_files(tmp)
-                             if name != MANIFEST}
-        files.fault_point("teacher_written")
-        files.write_json(tmp / MANIFEST, manifest)
-        return manifest
-
-    manifest = files.publish_dir(out_dir, build, swap_fault="teacher_swap")
+    manifest = files.publish_dir(out_dir, lambda tmp: build_teacher(tmp, write, manifest_fields, "teacher_written"),
+                                 swap_fault="teacher_swap")
     log.info("teacher version %s written to %s", manifest["version"], out_dir)
+    return manifest
+
+
+def build_teacher(directory: Path, write: Callable[[Path], dict[str, Any]],
+                  manifest_fields: dict[str, Any] | None = None, fault: str | None = None) -> dict[str, Any]:
+    """Write a teacher into ``directory`` in place (a scratch folder nobody reads yet: training before
+    the teacher gate decides whether to publish): ``write(directory)``, then the manifest, last."""
+    manifest = {**(write(directory) or {}), **(manifest_fields or {})}
+    manifest["version"] = files.content_version(directory)
+    manifest["files"] = {name: files.sha256_file(directory / name) for name in files.listed_files(directory)
+                         if name != MANIFEST}
+    if fault:
+        files.fault_point(fault)
+    files.write_json(directory / MANIFEST, manifest)
     return manifest
 
 

@@ -4,6 +4,7 @@ the teacher's zero-recall classes hold the night unless a person accepts the wea
 import json
 
 from conftest import DS, TINY_TEACHER_TRAIN, run_chain
+from kd_tasks import cli
 from kd_tasks.home import default_warehouse_uri
 from kd_tasks.loaders import catalogue
 from kd_tasks.nightly import bootstrap, resolve_use_case
@@ -44,3 +45,11 @@ def test_broken_teacher_promotes_nothing_or_the_baseline(kd_home, fashion_record
     last = registry.promotion_log("product_category")[-1]
     assert last["outcome"] == "promoted" and "waived by accept_weak_teacher: teacher_health" in last["reason"]
     assert "the candidate is the no-KD baseline" in last["reason"]
+
+    # a person accepts this teacher version for every later night (not only one run's Param)
+    assert cli.main(["accept-teacher", "--reason", "INC-9: reviewed, the baseline is what ships"]) == 0
+    later = run_chain(run_id="later", alpha=1.0, accept_weak_teacher=False, seed=1)
+    gate = RunDir(later["evaluated"]["run_dir"]).read("gate")
+    assert gate["decision"] == "promote" and "a person's acceptance of the teacher" in gate["reason"]
+    verdict = next(c for c in gate["checks"] if c["name"] == "teacher_verdict")
+    assert verdict["waived"] and "INC-9" in verdict["detail"]
