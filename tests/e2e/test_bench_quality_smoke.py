@@ -7,7 +7,8 @@ from benchmarks import quality
 
 def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd_home):
     out = tmp_path / "bench" / "quality-smoke.json"
-    assert quality.main(["--smoke", "--datasets-dir", str(datasets_dir), "--out", str(out)]) == 0
+    assert quality.main(["--smoke", "--datasets-dir", str(datasets_dir), "--out", str(out),
+                         "--families", "teacher_layers_transformer"]) == 0
     report = json.loads(out.read_text())
     assert report["machine"] and report["date"] and report["smoke"] is True
     assert [(r["dataset"], r["label"], r["regime"]) for r in report["runs"]] == [
@@ -25,7 +26,24 @@ def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd
         assert r["kd_gain"] == m["student_kd"]["macro_f1"] - m["student_hard"]["macro_f1"]
         assert r["params_ratio"] == m["teacher"]["params"] / m["student_kd"]["params"]
         assert r["latency_ratio"] == m["teacher"]["p50_ms_b1"] / m["student_kd"]["p50_ms_b1"]
-        assert set(r["targets"]) >= {"retention", "params_ratio", "latency_ratio"}
+        assert set(r["targets"]) >= {"retention", "params_ratio", "latency_ratio", "teacher_beats_baselines"}
+        # the teacher against TF-IDF + LR and the gold-only student on the val split, with intervals
+        verdict = r["teacher_vs_baselines"]
+        assert set(verdict["baselines"]) == {"tfidf_lr", "student_gold_only"}
+        assert verdict["validation_rows"] == r["rows"]["val"]
+        assert r["targets"]["teacher_beats_baselines"]["met"] == (not verdict["weak"])
+        for b in verdict["baselines"].values():
+            assert b["interval"][0] <= b["teacher_minus"] <= b["interval"][1]
+        # each student family as a point: the n-gram student and the one cut from the teacher
+        assert set(r["families"]) == {"hashed_ngram_mlp", "teacher_layers_transformer"}
+        for f in r["families"].values():
+            assert f["params"] > 0 and f["p50_ms_b1"] > 0 and 0 <= f["retention"]
+        assert r["families"]["hashed_ngram_mlp"]["retention"] == r["retention"]
+        # the gate's decision with its interval
+        gate = r["gate"]
+        assert gate["decision"] in ("promote", "hold") and gate["candidate"] in ("student", "baseline")
+        c = gate["baseline_vs_student"]
+        assert c["low"] <= c["delta"] <= c["high"] and c["units"] == r["rows"]["test"]
         assert ("kd_gain" in r["targets"]) == (r["regime"] == "scarce")
     full, scarce = report["runs"]
     assert scarce["rows"]["pool_gold"] < 0.1 * scarce["rows"]["pool"]
