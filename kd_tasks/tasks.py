@@ -81,16 +81,15 @@ class MulticlassScorer(Scorer):
         self.pred.append(self.pred_code[logits.argmax(axis=1)] if len(gold) else np.zeros(0, np.int32))
 
     def result(self):
-        import numpy as np
-
         from . import metrics
 
-        gold = np.concatenate(self.gold) if self.gold else np.zeros(0, np.int32)
+        gold, pred = self._arrays()
         if not len(gold):
             return {"accuracy": None, "macro_f1": None, "per_class_recall": {}}
-        return metrics.coded_classification_metrics(gold, np.concatenate(self.pred), list(self.codes))
+        return metrics.coded_classification_metrics(gold, pred, list(self.codes))
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's gold and predicted code, the blocks joined once."""
         import numpy as np
 
         if len(self.gold) != 1:

@@ -17,14 +17,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..metrics import log_softmax
+
 log = logging.getLogger(__name__)
 ENSEMBLE = "ensemble.json"
 TEMPERATURES = np.geomspace(0.25, 8.0, 31)
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import UseCase
 from ..home import kd_home
-from ..metrics import Agreement
+from ..metrics import Agreement, paired_bootstrap
 from ..models import load_student, load_teacher
 from ..models.inputs import take
 from ..storage import files, registry, teachers
@@ -189,8 +189,6 @@ def compare(scorers: dict[str, Any], metric: str, groups: list[Any] | None, resa
     """Paired bootstrap intervals of the differences the gate reads: ``baseline_vs_student`` (did
     distillation pay?) and each candidate against the champion (``student_vs_champion``,
     ``baseline_vs_champion``); ``x_vs_y`` is the interval of x - y."""
-    from ..metrics import paired_bootstrap
-
     pairs = [("baseline", "student")] + [(c, "champion") for c in ("student", "baseline") if "champion" in scorers]
     out = {}
     for b, a in pairs:

@@ -181,8 +181,9 @@ def accept_teacher(use_case: str, path: str | AnyPath, reason: str, home: AnyPat
 
     if not reason.strip():
         raise ValueError("accepting a weak teacher needs a reason (it is shown in every night's report)")
-    manifest = files.read_json(local_teacher(path) / MANIFEST, "teacher manifest", FIX_TEACHER)
-    version = files.content_version(local_teacher(path))
+    directory = local_teacher(path)
+    manifest = files.read_json(directory / MANIFEST, "teacher manifest", FIX_TEACHER)
+    version = files.content_version(directory)
     verdict = manifest.get("verdict") if isinstance(manifest, dict) else None
     if not (isinstance(verdict, dict) and verdict.get("weak")):
         raise ValueError(f"teacher {version} at {path} is not marked weak; there is nothing to accept")
