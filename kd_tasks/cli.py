@@ -4,6 +4,7 @@
     python -m kd_tasks.cli load-fashion --label subCategory
     python -m kd_tasks.cli load-catalogue my.csv --text-column title --label-column category
     python -m kd_tasks.cli load-events --source taobao --file UserBehavior.csv.gz
+    python -m kd_tasks.cli load-search pairs.csv --query-column search_term --text-column product_title
     python -m kd_tasks.cli bootstrap-teacher --ds 2024-01-10
     python -m kd_tasks.cli accept-teacher --reason "reviewed"   # accept the current weak teacher
     python -m kd_tasks.cli report --ds 2024-01-10
@@ -28,13 +29,14 @@ from .use_cases import USE_CASES, get_use_case
 DEFAULT_FASHION = Path(os.environ.get("KD_DATASETS", "../shared/datasets")) / "fashion_product_styles"
 
 
-def _add_dates(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--end-date", default="2024-01-10",
-                   help="undated rows are spread over --days days ending here (stable per row id)")
-    p.add_argument("--days", type=int, default=10, help="number of listing days for undated rows")
-    p.add_argument("--replace", action="store_true", help="empty the products table before loading")
+def _add_dates(p: argparse.ArgumentParser, rows: str = "rows are spread over --days days ending here (stable per "
+               "row id)", days: str = "listing days for undated rows", tables: str = "the products table",
+               label: str = "category erase a stored gold label") -> None:
+    p.add_argument("--end-date", default="2024-01-10", help=f"undated {rows}")
+    p.add_argument("--days", type=int, default=10, help=f"number of {days}")
+    p.add_argument("--replace", action="store_true", help=f"empty {tables} before loading")
     p.add_argument("--clear-labels", action="store_true",
-                   help="let rows with an empty category erase a stored gold label (default: keep it)")
+                   help=f"let rows with an empty {label} (default: keep it)")
 
 
 def _add_use_case(p: argparse.ArgumentParser) -> None:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("seed-demo", help="load a synthetic catalogue (deterministic for --seed)")
-    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--rows", type=int, default=8000)
     p.add_argument("--gold-fraction", type=float, default=0.15, help="share of rows with a human category")
     p.add_argument("--seed", type=int, default=0)
     _add_dates(p)
@@ -81,6 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last-day", default=None, help="load only events up to this day")
     p.add_argument("--replace", action="store_true", help="empty the events table first (default: replace "
                                                           "only the days being loaded)")
+
+    p = sub.add_parser("load-search", help="load a search log: (query, product) pairs with optional relevance "
+                                           "grades, and their products")
+    p.add_argument("file", help="CSV (optionally .gz) or Parquet file, one (query, product) pair per row")
+    p.add_argument("--query-column", required=True, help="column with the search query")
+    p.add_argument("--text-column", required=True, help="column with the product title")
+    p.add_argument("--grade-column", default=None, help="column with the human relevance grade (empty = unjudged)")
+    p.add_argument("--grade-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                   help="the grade scale (e.g. 1 3); a grade outside it refuses the file")
+    p.add_argument("--description-column", default=None, help="column with a product description")
+    p.add_argument("--product-id-column", default=None, help="product id column; default: derived from the title")
+    p.add_argument("--date-column", default=None,
+                   help="date of the search (ISO YYYY-MM-DD); default: a stable night per query")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of a CSV file (e.g. latin-1 for Home Depot)")
+    _add_dates(p, "queries are spread over --days nights ending here (stable per query)", "nights for undated queries",
+               "the search tables", "grade erase a stored grade")
 
     p = sub.add_parser("bootstrap-teacher", help="train the use case's teacher without Airflow")
     _add_use_case(p)
@@ -152,6 +170,26 @@ def _run(args: argparse.Namespace) -> int:
                                           date_column=args.date_column, end_date=args.end_date,
                                           days=args.days, replace=args.replace, clear_labels=args.clear_labels)
         print(f"loaded {n} products from {args.file} into {shown}; {_table_line(uri)}")
+    elif args.command == "load-search":
+        from .loaders import search
+
+        summary = search.load_search_file(
+            uri, args.file, encoding=args.encoding, replace=args.replace, clear_labels=args.clear_labels,
+            query_column=args.query_column, text_column=args.text_column, grade_column=args.grade_column,
+            description_column=args.description_column, product_id_column=args.product_id_column,
+            date_column=args.date_column, grade_range=tuple(args.grade_range) if args.grade_range else None,
+            end_date=args.end_date, days=args.days)
+        skipped = "; ".join(f"skipped {v['rows']} rows {why} (first: rows {', '.join(map(str, v['first_rows']))})"
+                            for why, v in summary["skipped"].items())
+        if summary["retitled"]["rows"]:
+            skipped += ("; " if skipped else "") + (
+                f"{summary['retitled']['rows']} rows name a product with another title than its first row "
+                f"(first: rows {', '.join(map(str, summary['retitled']['first_rows']))}): the first title is kept")
+        held = search.count_search(uri)
+        print(f"loaded {summary['pairs']} pairs ({summary['judged']} judged) of {summary['rows']} rows and "
+              f"{summary['products']} products from {args.file} into {shown}" + (f"; {skipped}" if skipped else "")
+              + f"; the warehouse now holds {held['pairs']} pairs ({held['judged']} judged) of {held['queries']} "
+                f"queries and {held['products']} products")
     elif args.command == "load-fashion":
         from .holdout import is_holdout
 

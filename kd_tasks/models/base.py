@@ -69,6 +69,11 @@ class SavedStudent:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 
+    def row_lengths(self, prepared: tuple) -> Any:
+        """Tokens of each prepared row, for a family whose cost grows with a batch's longest row (training
+        batches then group rows of similar length); None for a family of fixed-size rows."""
+        return None
+
     def empty_inputs(self, inputs: object) -> int:
         """Rows whose input the family reduces to nothing (none for a family without that notion)."""
         return 0

@@ -215,9 +215,11 @@ def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequen
         view = HFTeacher(Path(out_dir), "", label_names, model, tokenizer, config.max_length, device=device)
         stopper = EarlyStopping(model, lambda: validation.score(view.logits(validation.inputs)), config.patience,
                                 "teacher", validation.metric)
+    # tokens per row: batches group rows of similar length, so little of a batch is padding
+    lengths = torch.tensor([len(ids) for ids in tokenizer(x, truncation=True, max_length=config.max_length)["input_ids"]])
     # torch's global generator shuffles, as dropout draws from it too: the same seed gives the same teacher
     fit(model, torch.arange(len(x)), batch_loss, opt, config.epochs, config.batch_size, None, "teacher",
-        after_epoch=stopper, scheduler=schedule)
+        after_epoch=stopper, scheduler=schedule, lengths=lengths)
     model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {"family": FAMILY, "label_names": label_names, "base_model": str(base_model),

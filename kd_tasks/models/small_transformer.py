@@ -101,6 +101,9 @@ class TeacherLayersStudent(SavedStudent):
         """Token ids and attention masks, ``max_length`` wide, tokenised once per window."""
         return self._encode(texts)
 
+    def row_lengths(self, prepared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return prepared[1].sum(axis=1, dtype=np.int64)
+
     def forward_rows(self, prepared: tuple[np.ndarray, np.ndarray], idx: torch.Tensor) -> torch.Tensor:
         ids, mask = prepared[0][idx.numpy()], prepared[1][idx.numpy()]
         width = max(1, int(mask.sum(axis=1).max()))  # no column that is padding in every row

@@ -49,56 +49,79 @@ class Optimizers:
             opt.step()
 
 
-Batches = Callable[[int], Iterable[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]]
+Batches = Callable[[int], Iterable[tuple]]  # (rows, loss of a batch of rows[, lengths of the rows])
 
 
 def fit(net: torch.nn.Module, rows: torch.Tensor, batch_loss: Callable[[torch.Tensor], torch.Tensor],
         optimizer: Any, epochs: int, batch_size: int,
         generator: torch.Generator | None, what: str, after_epoch: "EarlyStopping | None" = None,
-        scheduler: Any = None) -> torch.nn.Module:
+        scheduler: Any = None, lengths: torch.Tensor | None = None) -> torch.nn.Module:
     """Train ``net`` for ``epochs`` passes over ``rows`` (row indices) in batches of ``batch_size``.
 
     Each epoch draws a permutation of ``rows`` from ``generator`` (None: torch's global generator, which
     dropout also draws from). ``after_epoch`` (an ``EarlyStopping``) validates after every epoch and may
-    stop early; ``scheduler`` steps after every batch. Returns ``net`` in eval mode."""
-    return fit_blocks(net, lambda epoch: [(rows, batch_loss)], optimizer, epochs, batch_size, generator, what,
-                      after_epoch, scheduler)
+    stop early; ``scheduler`` steps after every batch; ``lengths`` (tokens of each row, indexed like
+    ``rows``) groups rows of similar length into batches (``batches``). Returns ``net`` in eval mode."""
+    return fit_blocks(net, lambda epoch: [(rows, batch_loss, lengths)], optimizer, epochs, batch_size, generator,
+                      what, after_epoch, scheduler)
+
+
+GROUP_BATCHES = 50  # length grouping sorts windows of this many batches (Hugging Face's group_by_length)
+
+
+def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator | None,
+            lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """One epoch's batches of ``rows``: a random permutation cut into batches. With ``lengths`` (one per
+    row of ``rows``), each window of ``GROUP_BATCHES`` batches of the permutation is sorted by length
+    before it is cut, and the batches are shuffled: a batch pads its rows to its longest, so rows of
+    similar length waste little compute on padding, while every batch stays a random draw of rows."""
+    perm = torch.randperm(len(rows), generator=generator)
+    if lengths is None:
+        return [rows[perm[s:s + batch_size]] for s in range(0, len(perm), batch_size)]
+    lengths = torch.as_tensor(lengths)
+    window = GROUP_BATCHES * batch_size
+    out = []
+    for s in range(0, len(perm), window):
+        part = perm[s:s + window]
+        part = part[torch.argsort(lengths[part], descending=True, stable=True)]
+        out += [rows[part[i:i + batch_size]] for i in range(0, len(part), batch_size)]
+    return [out[k] for k in torch.randperm(len(out), generator=generator).tolist()]
 
 
 def fit_blocks(net: torch.nn.Module, blocks: Batches, optimizer: Any, epochs: int, batch_size: int,
                generator: torch.Generator | None, what: str, after_epoch: "EarlyStopping | None" = None,
                scheduler: Any = None, progress_every_s: float = 30.0) -> torch.nn.Module:
     """``fit`` over data held a block at a time: ``blocks(epoch)`` yields (rows of the block, the loss of
-    a batch of them); each block's rows are permuted on their own. ``optimizer`` has ``zero_grad`` and
-    ``step`` (one optimiser, or several behind one front). A long epoch logs its progress with an ETA
-    every ``progress_every_s`` seconds."""
+    a batch of them) or (rows, loss, lengths of the rows); each block's rows are drawn into batches on
+    their own (``batches``). ``optimizer`` has ``zero_grad`` and ``step`` (one optimiser, or several
+    behind one front). A long epoch logs its progress with an ETA every ``progress_every_s`` seconds."""
     started = time.perf_counter()
     net.train()
     for epoch in range(epochs):
-        total, batches, seen = 0.0, 0, 0
+        total, steps, seen = 0.0, 0, 0
         epoch_started = last = time.perf_counter()
-        for rows, batch_loss in blocks(epoch):
-            order = rows[torch.randperm(len(rows), generator=generator)]
-            for start in range(0, len(order), batch_size):
-                loss = batch_loss(order[start:start + batch_size])
+        for rows, batch_loss, *lengths in blocks(epoch):
+            done = 0
+            for batch in batches(rows, batch_size, generator, lengths[0] if lengths else None):
+                loss = batch_loss(batch)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
                 total += loss.item()
-                batches += 1
+                steps += 1
+                done += len(batch)
                 now = time.perf_counter()
-                if now - last >= progress_every_s and len(order) > start + batch_size:
+                if now - last >= progress_every_s and done < len(rows):
                     last = now
-                    done = seen + start + batch_size
                     log.info("%s epoch %d/%d: %d rows of this block, mean loss %.4f, %.0f rows/s", what, epoch + 1,
-                             epochs, done, total / batches, done / (now - epoch_started))
+                             epochs, seen + done, total / steps, (seen + done) / (now - epoch_started))
             seen += len(rows)
         elapsed = time.perf_counter() - started
         per_epoch = elapsed / (epoch + 1)
         log.info("%s epoch %d/%d: mean loss %.4f over %d rows (%.1fs elapsed, ETA at most %.0fs)", what, epoch + 1,
-                 epochs, total / max(batches, 1), seen, elapsed, per_epoch * (epochs - epoch - 1))
+                 epochs, total / max(steps, 1), seen, elapsed, per_epoch * (epochs - epoch - 1))
         if after_epoch is not None:
             stop = after_epoch(epoch, elapsed, epochs)
             net.train()

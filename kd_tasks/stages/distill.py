@@ -189,10 +189,12 @@ def train_student(window: Window | TrainingRows, config: DistillConfig, init: An
             f"{'soft labels' if config.alpha > 0 else 'gold labels'}); load more data or widen lookback_days"
         )
 
-    def blocks(epoch: int) -> Iterator[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]:
+    def blocks(epoch: int) -> Iterator[tuple]:
         for prepared, teacher, gold, train_rows in rows.blocks(student, only_gold, epoch, config.seed):
-            yield train_rows, (lambda idx, p=prepared, t=teacher, g=gold:
-                               loss_fn(student.forward_rows(p, idx), t[idx], g[idx]))
+            lengths = student.row_lengths(prepared)  # a sequence model's batches group rows of similar length
+            yield (train_rows, (lambda idx, p=prepared, t=teacher, g=gold:
+                                loss_fn(student.forward_rows(p, idx), t[idx], g[idx])),
+                   *(() if lengths is None else (torch.as_tensor(lengths)[train_rows],)))
 
     opt = student.optimizer(config.learning_rate, config.sparse_embedding, config.fused_optimizer)
     gen = torch.Generator().manual_seed(config.seed)
