@@ -68,6 +68,76 @@ def binary_kd_loss(student_logits: Any, teacher_logits: Any, gold: Any, temperat
     return alpha * t * t * kl + (1.0 - alpha) * bce
 
 
+def pointwise_kd_loss(student_scores: Any, teacher_scores: Any) -> Any:
+    """Ranking, one pair at a time: the mean squared difference of the student's and the teacher's
+    relevance scores (the teacher's graded score is the soft label of its pair)."""
+    return ((student_scores.reshape(-1) - teacher_scores.reshape(-1).to(student_scores.dtype)) ** 2).mean()
+
+
+def _group_log_softmax(z: Any, group: Any) -> Any:
+    """log softmax of ``z`` within each group (``group``: a query code per row)."""
+    import torch
+
+    n = int(group.max()) + 1 if len(group) else 0
+    top = torch.full((n,), float("-inf"), dtype=z.dtype, device=z.device).scatter_reduce(
+        0, group, z.detach(), "amax", include_self=True)
+    shifted = z - top[group]
+    total = torch.zeros(n, dtype=z.dtype, device=z.device).index_add(0, group, shifted.exp())
+    return shifted - total.log()[group]
+
+
+def listwise_kd_loss(student_scores: Any, teacher_scores: Any, group: Any, temperature: float) -> Any:
+    """Ranking, one query's candidates at a time: ``T^2 * KL(softmax(t/T) || softmax(s/T))`` over each
+    query's candidates in the batch (``group``: the query code of each row), averaged over the queries
+    with at least two candidates (a single candidate's softmax is 1 whatever its score: no signal); 0
+    for a batch without such a query."""
+    import torch
+
+    group = group.reshape(-1).long()
+    s = student_scores.reshape(-1) / temperature
+    t = teacher_scores.reshape(-1).to(s.dtype) / temperature
+    log_p_s, log_p_t = _group_log_softmax(s, group), _group_log_softmax(t, group)
+    n = int(group.max()) + 1 if len(group) else 0
+    size = torch.bincount(group, minlength=n)
+    per_query = torch.zeros(n, dtype=s.dtype, device=s.device).index_add(0, group, log_p_t.exp() * (log_p_t - log_p_s))
+    kept = size >= 2
+    if not bool(kept.any()):
+        return student_scores.sum() * 0.0
+    return temperature * temperature * per_query[kept].mean()
+
+
+def infonce_kd_loss(query_vectors: Any, product_vectors: Any, teacher_scores: Any, temperature: float,
+                    teacher_temperature: float) -> Any:
+    """Contrastive distillation for a two-tower student, with in-batch negatives: row i of the batch is
+    query i with product i, and every other product of the batch is a candidate for query i too. The
+    student's scores are ``q_i . p_j / temperature``; the targets are the teacher's scores of the same
+    pairs, ``softmax_j(teacher_scores[i, j] / teacher_temperature)`` (the cross-encoder has no vectors:
+    it scores pairs). Returns the cross-entropy of the student's softmax against those targets, averaged
+    over queries; a pair the teacher did not score (NaN) is left out of both softmaxes."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = query_vectors @ product_vectors.T / temperature
+    target = teacher_scores.to(logits.dtype) / teacher_temperature
+    known = torch.isfinite(target)
+    if not bool(known.diagonal().all()):
+        raise ValueError("infonce_kd_loss needs the teacher's score of every query with its own product")
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    log_p_student = F.log_softmax(torch.where(known, logits, neg_inf), dim=1)
+    p_teacher = F.softmax(torch.where(known, target, neg_inf), dim=1)
+    return -(p_teacher * torch.where(known, log_p_student, torch.zeros_like(logits))).sum(dim=1).mean()
+
+
+def graded_gold_loss(student_scores: Any, grades: Any) -> Any:
+    """Ranking, on judged pairs: the mean squared difference of the student's score and the human grade
+    (NaN where a pair has no judgement: left out; 0 when none has one)."""
+    grades = grades.reshape(-1).to(student_scores.dtype)
+    judged = ~grades.isnan()
+    if not bool(judged.any()):
+        return student_scores.sum() * 0.0
+    return ((student_scores.reshape(-1)[judged] - grades[judged]) ** 2).mean()
+
+
 @dataclass(frozen=True)
 class LossTerm:
     fn: Callable[..., Any]  # (student_logits, teacher_logits, gold, config) -> scalar tensor

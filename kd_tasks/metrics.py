@@ -179,3 +179,100 @@ def paired_bootstrap(a: Any, b: Any, metric: str, groups: Sequence[Any] | None =
 
 def _diff(x: Any, y: Any) -> float | None:
     return None if x is None or y is None else float(x) - float(y)
+
+
+# Ranking: rows are (query, product) pairs; a query's rows are its candidates. Grades are the human
+# relevance (Home Depot: the mean rating on 1..3); a candidate is highly relevant at grade >= HIGHLY_RELEVANT.
+HIGHLY_RELEVANT = 2.67
+
+
+def graded_gain(grades: np.ndarray, lowest: float = 1.0) -> np.ndarray:
+    """The NDCG gain of a grade: 2^(grade - lowest) - 1 (1 -> 0, 2 -> 1, 3 -> 3 on a 1..3 scale), so an
+    irrelevant product adds nothing and a perfect one three times a partial one."""
+    return np.exp2(np.asarray(grades, dtype=np.float64) - lowest) - 1.0
+
+
+def query_groups(queries: Sequence[Any]) -> list[np.ndarray]:
+    """The row indices of each query, in order of the query's first row."""
+    _, first, codes = np.unique(np.asarray([str(q) for q in queries]), return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    members = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes, minlength=len(first)))
+    per_code = np.split(members, bounds[:-1])
+    return [per_code[c] for c in order]
+
+
+def _ranked(scores: np.ndarray) -> np.ndarray:
+    """Candidates by score, best first; ties keep row order (deterministic)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+
+
+def ndcg_at_k(grades: np.ndarray, scores: np.ndarray, k: int = 10, lowest: float = 1.0) -> float | None:
+    """NDCG@k of one query's candidates: DCG of the top k by ``scores`` (gain ``graded_gain``, discount
+    1/log2(rank + 1)) over the DCG of the top k by grade; None when no candidate has a gain."""
+    gains = graded_gain(grades, lowest)
+    discount = 1.0 / np.log2(np.arange(2, min(k, len(gains)) + 2))
+    ideal = (np.sort(gains)[::-1][:k] * discount).sum()
+    if ideal <= 0:
+        return None
+    return float((gains[_ranked(scores)][:k] * discount).sum() / ideal)
+
+
+def reciprocal_rank(grades: np.ndarray, scores: np.ndarray, relevant_at: float = HIGHLY_RELEVANT) -> float | None:
+    """1 / rank of the first highly relevant candidate by ``scores``; None when the query has none."""
+    hits = np.flatnonzero(np.asarray(grades, dtype=np.float64)[_ranked(scores)] >= relevant_at - 1e-9)
+    return None if not len(hits) else 1.0 / (hits[0] + 1)
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Kendall's tau-b of two scorings of one query's candidates (teacher and student); None for fewer
+    than 2 candidates or a constant scoring."""
+    from scipy.stats import kendalltau
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(kendalltau(a, b).statistic)
+
+
+def recall_at_k(retrieved: Sequence[Any], relevant: set[Any], k: int = 100) -> float | None:
+    """Share of ``relevant`` items among the first ``k`` of ``retrieved``; None without relevant items."""
+    if not relevant:
+        return None
+    return len(relevant.intersection(list(retrieved)[:k])) / len(relevant)
+
+
+def ranking_metrics(queries: Sequence[Any], grades: Sequence[float], scores: np.ndarray,
+                    teacher_scores: np.ndarray | None = None, k: int = 10, lowest: float = 1.0,
+                    relevant_at: float = HIGHLY_RELEVANT) -> dict[str, Any]:
+    """Per-query and mean ranking quality of ``scores`` on judged pairs: NDCG@k (graded gains), MRR of
+    the first highly relevant product, Spearman's rho of score and grade over all pairs, and with
+    ``teacher_scores`` each query's Kendall tau against the teacher. Means are over the queries where a
+    metric is defined (``queries_*`` says how many)."""
+    from scipy.stats import spearmanr
+
+    grades_ = np.asarray(grades, dtype=np.float64)
+    scores_ = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(grades_) != len(scores_) or len(queries) != len(scores_):
+        raise ValueError(f"ranking metrics need one query, grade and score per row: got {len(queries)}, "
+                         f"{len(grades_)}, {len(scores_)}")
+    per: dict[str, list[float | None]] = {"ndcg": [], "rr": [], "tau": []}
+    for rows in query_groups(queries):
+        per["ndcg"].append(ndcg_at_k(grades_[rows], scores_[rows], k, lowest))
+        per["rr"].append(reciprocal_rank(grades_[rows], scores_[rows], relevant_at))
+        if teacher_scores is not None:
+            per["tau"].append(kendall_tau(np.asarray(teacher_scores, dtype=np.float64).reshape(-1)[rows],
+                                          scores_[rows]))
+
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return float(np.mean(kept)) if kept else None
+
+    rho = spearmanr(scores_, grades_).statistic if len(scores_) > 1 and np.ptp(scores_) > 0 else None
+    out = {f"ndcg_at_{k}": mean(per["ndcg"]), "mrr": mean(per["rr"]),
+           "spearman": None if rho is None or not np.isfinite(rho) else float(rho),
+           "queries": len(per["ndcg"]), f"queries_ndcg_at_{k}": sum(v is not None for v in per["ndcg"]),
+           "queries_mrr": sum(v is not None for v in per["rr"]), "per_query_ndcg": per["ndcg"]}
+    if teacher_scores is not None:
+        out["kendall_tau_vs_teacher"] = mean(per["tau"])
+        out["queries_kendall_tau"] = sum(v is not None for v in per["tau"])
+    return out

@@ -39,7 +39,7 @@ def batched(rows: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _read_rows(path: Path, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
+def read_rows(path: Path, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
     """Rows of a CSV (optionally .gz) or Parquet file as dicts, read as they are consumed."""
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -105,7 +105,7 @@ def parse_listing_date(value: Any) -> str | None:
         return None
 
 
-def _refuse(source: str, problem: str, bad: list[tuple[int, Any]], fix: str) -> None:
+def refuse(source: str, problem: str, bad: list[tuple[int, Any]], fix: str) -> None:
     shown = ", ".join(f"row {n}: {v!r}" for n, v in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise InputError(f"{source}: {len(bad)} row(s) {problem} ({shown}{more}); nothing was loaded. {fix}")
@@ -170,13 +170,13 @@ def iter_catalogue_rows(records: Iterable[Mapping[str, Any]], *, source: str, te
     if n == 0:
         raise InputError(f"{source}: the file has no rows")
     if empty_ids:
-        _refuse(source, f"have an empty {id_column!r}", empty_ids,
+        refuse(source, f"have an empty {id_column!r}", empty_ids,
                 "fill the ids, or leave out --id-column to derive ids from the titles")
     if repeated:
-        _refuse(source, f"repeat an id of {id_column!r}", repeated, "ids must be unique: fix the file or choose "
+        refuse(source, f"repeat an id of {id_column!r}", repeated, "ids must be unique: fix the file or choose "
                 "another --id-column")
     if bad_dates:
-        _refuse(source, f"have a {date_column!r} that is not an ISO date YYYY-MM-DD", bad_dates,
+        refuse(source, f"have a {date_column!r} that is not an ISO date YYYY-MM-DD", bad_dates,
                 "convert the column to YYYY-MM-DD (or YYYY-MM-DDTHH:MM:SS)")
 
 
@@ -221,7 +221,7 @@ def load_catalogue_file(uri: Warehouse, path: str | Path, encoding: str = "utf-8
     replace = kwargs.pop("replace", False)
     clear_labels = kwargs.pop("clear_labels", False)
     batch_rows = kwargs.pop("batch_rows", LOAD_BATCH_ROWS)
-    rows = iter_catalogue_rows(_read_rows(path, encoding), source=path.name, **kwargs)
+    rows = iter_catalogue_rows(read_rows(path, encoding), source=path.name, **kwargs)
     return load_products(uri, rows, replace=replace, clear_labels=clear_labels, batch_rows=batch_rows)
 
 
@@ -232,7 +232,7 @@ def read_fashion_styles(folder: str | Path) -> list[dict[str, Any]]:
     for p in (styles, titles):
         if not p.exists():
             raise FileNotFoundError(f"{p} is missing; point --folder at the fashion_product_styles data set")
-    a, b = list(_read_rows(styles)), list(_read_rows(titles))
+    a, b = list(read_rows(styles)), list(read_rows(titles))
     if len(a) != len(b):
         raise ValueError(f"{folder}: styles has {len(a)} rows but titles has {len(b)}; the files must be row-aligned")
     return [{**x, **y} for x, y in zip(a, b)]

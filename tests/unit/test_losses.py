@@ -85,3 +85,64 @@ def test_binary_kd_loss_is_zero_when_the_student_matches_the_teacher_and_alpha_i
 
     z = torch.tensor([[-7.0], [0.3], [5.0]])
     assert binary_kd_loss(z, z, torch.tensor([0, 1, 1]), 3.0, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+# Ranking terms, against values worked out by hand (T = 1 unless stated).
+def test_pointwise_and_graded_gold_terms_by_hand():
+    from kd_tasks.losses import graded_gold_loss, pointwise_kd_loss
+
+    assert float(pointwise_kd_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))) == pytest.approx(2.5)
+    s = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    loss = graded_gold_loss(s, torch.tensor([1.0, float("nan"), 2.0]))  # (0^2 + 1^2) / 2; the unjudged pair out
+    assert float(loss.detach()) == pytest.approx(0.5)
+    loss.backward()
+    assert s.grad.tolist() == pytest.approx([0.0, 0.0, 1.0])
+    none = graded_gold_loss(s, torch.full((3,), float("nan")))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_listwise_term_by_hand():
+    from kd_tasks.losses import listwise_kd_loss
+
+    group = torch.tensor([0, 0, 1, 1, 2])
+    s = torch.tensor([1.0, 0.0, 0.0, 0.0, 5.0])
+    t = torch.tensor([0.0, 1.0, 2.0, 0.0, 1.0])
+    # query 0: p_t = (0.26894, 0.73106), log p_s - log p_t = (+1, -1): KL = 0.73106 - 0.26894 = 0.46212
+    # query 1: p_t = (0.88080, 0.11920), p_s = (0.5, 0.5): KL = 0.88080 ln 1.76159 + 0.11920 ln 0.23841 = 0.32782
+    # query 2 has one candidate: no signal, left out
+    assert float(listwise_kd_loss(s, t, group, 1.0)) == pytest.approx((0.46212 + 0.32782) / 2, abs=1e-5)
+    # T = 2: T^2 x the KL of the halved scores; query 0 at T=2: p_t = (0.37754, 0.62246), log p_s - log p_t = (+0.5, -0.5)
+    q0 = 0.62246 * 0.5 - 0.37754 * 0.5
+    p1 = torch.softmax(torch.tensor([1.0, 0.0]), 0)  # query 1's teacher at T = 2
+    q1 = float((p1 * (p1.log() - math.log(0.5))).sum())
+    assert float(listwise_kd_loss(s, t, group, 2.0)) == pytest.approx(4 * (q0 + q1) / 2, abs=1e-5)
+    # the same order as the teacher's, at the same gaps: nothing to learn
+    assert float(listwise_kd_loss(t, t, group, 1.0)) == pytest.approx(0.0, abs=1e-7)
+    assert float(listwise_kd_loss(s[4:], t[4:], torch.tensor([0]), 1.0)) == 0.0
+
+
+def test_infonce_term_by_hand_with_in_batch_negatives():
+    from kd_tasks.losses import infonce_kd_loss
+
+    q = torch.eye(2, requires_grad=True)
+    p = torch.eye(2)
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    # each row: student softmax((1, 0)) against teacher softmax((2, 0)) = (0.88080, 0.11920):
+    # -(0.88080 ln 0.73106 + 0.11920 ln 0.26894) = 0.43246
+    loss = infonce_kd_loss(q, p, teacher, 1.0, 1.0)
+    assert float(loss.detach()) == pytest.approx(0.43246, abs=1e-5)
+    loss.backward()
+    assert torch.isfinite(q.grad).all()
+    # a pair the teacher did not score is left out of both softmaxes: row 0 has only its own product (0)
+    unscored = torch.tensor([[2.0, float("nan")], [0.0, 2.0]])
+    q2 = torch.eye(2, requires_grad=True)
+    loss = infonce_kd_loss(q2, p, unscored, 1.0, 1.0)
+    assert float(loss.detach()) == pytest.approx(0.43246 / 2, abs=1e-5)
+    loss.backward()
+    assert torch.isfinite(q2.grad).all()
+    # a lower student temperature sharpens the student: at 0.5 the logits are (2, 0), the teacher's: CE = entropy
+    p_t = torch.softmax(torch.tensor([2.0, 0.0]), 0)
+    entropy = float(-(p_t * p_t.log()).sum())
+    assert float(infonce_kd_loss(torch.eye(2), p, teacher, 0.5, 1.0)) == pytest.approx(entropy, abs=1e-6)
+    with pytest.raises(ValueError, match="own product"):
+        infonce_kd_loss(torch.eye(2), p, torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), 1.0, 1.0)
