@@ -58,14 +58,17 @@ def fit_tfidf_lr(inputs: Sequence[str], gold: np.ndarray, n_outputs: int, binary
     xv = None if validation is None else features.transform(list(validation.inputs))
     best: tuple[float, float, Any] = (float("-inf"), 10.0, None)
     tried = {}
-    for c in (grid if validation is not None else (10.0,)):
-        model = LogisticRegression(C=c, max_iter=200, tol=1e-3).fit(x, gold)
+    for c in grid if validation is not None else (10.0,):
+        # converged (tol 1e-4): at scikit-learn's 1e-3 lbfgs stopped after 24 iterations on the fashion
+        # titles and lost 0.09 test macro-F1. Each C starts afresh: started from another C's solution,
+        # lbfgs finds the (sample-averaged) gradient already below tol and stops at once.
+        model = LogisticRegression(C=c, max_iter=1000, tol=1e-4).fit(x, gold)
         if xv is None:
             best = (float("nan"), c, model)
             break
         score = validation.score(_scores(model.predict_proba(xv), model.classes_, n_outputs, binary))
         tried[str(c)] = round(score, 6)
-        log.info("tfidf_lr C=%s: validation %s %.4f", c, validation.metric, score)
+        log.info("tfidf_lr C=%s: validation %s %.4f (%d iterations)", c, validation.metric, score, int(model.n_iter_[0]))
         if score > best[0]:
             best = (score, c, model)
     fitted = TfidfLR(features, best[2], n_outputs, binary)

@@ -14,7 +14,8 @@ def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd
     assert [(r["dataset"], r["label"], r["regime"]) for r in report["runs"]] == [
         ("fashion_product_styles", "subCategory", "full"), ("fashion_product_styles", "subCategory", "scarce")]
     for r in report["runs"]:
-        assert set(r["models"]) == {"teacher", "student_kd", "student_hard", "tfidf_lr"}
+        assert set(r["models"]) == {"teacher", "student_kd", "student_hard", "tfidf_lr", "teacher_ensemble",
+                                    "student_kd_ensemble"}
         for name, m in r["models"].items():
             for key in ("accuracy", "macro_f1", "weighted_f1"):
                 assert 0.0 <= m[key] <= 1.0, (name, key)
@@ -39,6 +40,12 @@ def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd
         for f in r["families"].values():
             assert f["params"] > 0 and f["p50_ms_b1"] > 0 and 0 <= f["retention"]
         assert r["families"]["hashed_ngram_mlp"]["retention"] == r["retention"]
+        # the ensemble of the teacher and TF-IDF + LR: weights on the simplex, its own KD student
+        ens = r["ensemble"]
+        assert set(ens["weights"]) == {"teacher", "tfidf_lr"} and abs(sum(ens["weights"].values()) - 1) < 1e-9
+        assert all(0.25 <= t <= 8 for t in ens["temperatures"].values())
+        assert m["teacher_ensemble"]["params"] == m["teacher"]["params"] + m["tfidf_lr"]["params"]
+        assert 0 <= m["student_kd_ensemble"]["top1_agreement"] <= 1
         # the gate's decision with its interval
         gate = r["gate"]
         assert gate["decision"] in ("promote", "hold") and gate["candidate"] in ("student", "baseline")
