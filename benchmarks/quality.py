@@ -67,11 +67,8 @@ TITLES_SCARCE = _t(epochs=10, max_rows=0, max_length=32, learning_rate=1e-4, hea
 REVIEWS_FULL = _t(epochs=2, max_rows=4000, max_length=128, learning_rate=5e-5, patience=1)
 REVIEWS_SCARCE = _t(epochs=6, max_rows=0, max_length=128, learning_rate=5e-5, patience=2)
 # Without the CPU budget: the recipe as a GPU worker runs it.
-UNBUDGETED = {"TITLES_FULL": _t(epochs=5, max_rows=0, max_length=32, learning_rate=1e-4, patience=2),
-              "TITLES_SCARCE": _t(epochs=20, max_rows=0, max_length=32, learning_rate=1e-4, head_learning_rate=2e-3,
-                                  patience=3),
-              "REVIEWS_FULL": _t(epochs=4, max_rows=0, max_length=128, learning_rate=5e-5, patience=2),
-              "REVIEWS_SCARCE": _t(epochs=12, max_rows=0, max_length=128, learning_rate=5e-5, patience=3)}
+UNBUDGETED = (replace(TITLES_FULL, epochs=5, patience=2), replace(TITLES_SCARCE, epochs=20, patience=3),
+              replace(REVIEWS_FULL, epochs=4, max_rows=0, patience=2), replace(REVIEWS_SCARCE, epochs=12, patience=3))
 
 
 def make_runs(titles_full: TeacherTrainConfig, titles_scarce: TeacherTrainConfig, reviews_full: TeacherTrainConfig,
@@ -560,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or kd_home() / "bench" / ("quality-smoke.json" if args.smoke else "quality.json"))
     cache = out.parent / "cache"
     datasets_dir = Path(args.datasets_dir)
-    runs, limit, distill = (make_runs(**{k.lower(): v for k, v in UNBUDGETED.items()}) if args.no_budget else RUNS,
+    runs, limit, distill = (make_runs(*UNBUDGETED) if args.no_budget else RUNS,
                             None, PRODUCT_CATEGORY.distill)
     latency_repeats, base_model = (100, 10), args.base_model
     if args.smoke:

@@ -230,6 +230,15 @@ TINY_TEACHER_TRAIN = {"epochs": 6, "learning_rate": 3e-3, "max_rows": 2000, "pat
 ACCEPT_WEAK = {"accept_weak_teacher": True}
 
 
+WAREHOUSE_ENGINES = ("sqlite", "postgresql", "mariadb")
+
+
+def engine_uri(engine: str, request, tmp_path) -> str:
+    """A warehouse URL on ``engine``: a SQLite file under ``tmp_path``, or the running PostgreSQL / MariaDB."""
+    return f"sqlite:///{tmp_path / 'wh.db'}" if engine == "sqlite" else request.getfixturevalue(
+        {"postgresql": "pg_uri", "mariadb": "mariadb_uri"}[engine])
+
+
 @pytest.fixture
 def fashion_warehouse(kd_home, fashion_records) -> str:
     """600 real fashion listings (masterCategory labels, every 4th unlabelled) over 3 days ending DS."""

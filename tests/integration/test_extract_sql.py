@@ -3,13 +3,14 @@ loads, the product_category extract, streamed into shards."""
 import pyarrow as pa
 import pytest
 
+from conftest import WAREHOUSE_ENGINES as ENGINES, engine_uri
+
 from kd_tasks import warehouse
 from kd_tasks.loaders import catalogue
 from kd_tasks.storage import lake
 from kd_tasks.use_cases.product_category import USE_CASE as PRODUCT_CATEGORY
 from kd_tasks.stages.extract import extract_partition
 
-ENGINES = ("sqlite", "postgresql", "mariadb")
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +23,12 @@ def catalogue_rows(fashion_records):
     return rows
 
 
-def _uri(engine, request, tmp_path):
-    return f"sqlite:///{tmp_path / 'wh.db'}" if engine == "sqlite" else request.getfixturevalue(
-        {"postgresql": "pg_uri", "mariadb": "mariadb_uri"}[engine])
-
 
 def test_same_rows_from_sqlite_postgres_and_mariadb(tmp_path, request, catalogue_rows, kd_home):
     uc = PRODUCT_CATEGORY.with_overrides(extract_lookback_days=2, shard_rows=50)
     out = {}
     for engine in ENGINES:
-        uri = _uri(engine, request, tmp_path)
+        uri = engine_uri(engine, request, tmp_path)
         catalogue.load_products(uri, catalogue_rows, replace=True, batch_rows=64)  # several staged batches
         res = extract_partition(uc, "2024-01-09", uri, home=kd_home / engine)
         assert res["window"] == ["2024-01-08", "2024-01-09"]
@@ -56,7 +53,7 @@ def test_same_rows_from_sqlite_postgres_and_mariadb(tmp_path, request, catalogue
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_reload_with_empty_labels_keeps_the_gold_labels(tmp_path, engine, request):
-    uri = _uri(engine, request, tmp_path)
+    uri = engine_uri(engine, request, tmp_path)
     full, blank = tmp_path / "full.csv", tmp_path / "blank.csv"
     full.write_text("sku,name,cat\n1,Red Shirt,Shirts\n2,Blue Jeans,Jeans\n3,Green Cap,\n")
     blank.write_text("sku,name,cat\n1,Red Shirt v2,\n2,Blue Jeans,\n3,Green Cap,Caps\n")
@@ -74,7 +71,7 @@ def test_a_reload_with_empty_labels_keeps_the_gold_labels(tmp_path, engine, requ
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_refused_file_leaves_the_table_as_it_was(tmp_path, engine, request):
     """Batches are staged and merged in one transaction: a bad row in a later batch loads nothing."""
-    uri = _uri(engine, request, tmp_path)
+    uri = engine_uri(engine, request, tmp_path)
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text("sku,name,cat\n1,Red Shirt,Shirts\n")
     catalogue.load_catalogue_file(uri, good, text_column="name", label_column="cat", id_column="sku", replace=True)

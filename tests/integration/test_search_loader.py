@@ -6,18 +6,15 @@ import gzip
 
 import pytest
 
+from conftest import WAREHOUSE_ENGINES as ENGINES, engine_uri
+
 from kd_tasks import cli, warehouse
 from kd_tasks.loaders import search
 
-ENGINES = ("sqlite", "postgresql", "mariadb")
 HEADER = ["id", "product_uid", "product_title", "search_term", "relevance"]
 COLUMNS = dict(query_column="search_term", text_column="product_title", grade_column="relevance",
                product_id_column="product_uid", grade_range=(1.0, 3.0))
 
-
-def _uri(engine, request, tmp_path):
-    return f"sqlite:///{tmp_path / 'wh.db'}" if engine == "sqlite" else request.getfixturevalue(
-        {"postgresql": "pg_uri", "mariadb": "mariadb_uri"}[engine])
 
 
 def _write(path, rows, encoding="latin-1"):
@@ -51,7 +48,7 @@ ROWS = [[1, 100001, "Simpson Strong-Tie 12-Gauge Angle", "angle bracket", 3],
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_latin1_log_loads_with_its_bad_rows_reported(tmp_path, request, engine, capsys):
-    uri = _uri(engine, request, tmp_path)
+    uri = engine_uri(engine, request, tmp_path)
     path = _write(tmp_path / "log.csv.gz", ROWS)
     with pytest.raises(ValueError, match=r"is not valid utf-8 .* --encoding latin-1"):
         search.load_search_file(uri, path, **COLUMNS)  # the default encoding names the fix
@@ -86,7 +83,7 @@ def test_a_latin1_log_loads_with_its_bad_rows_reported(tmp_path, request, engine
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bad_grades_and_repeated_pairs_refuse_the_file_and_load_nothing(tmp_path, request, engine):
-    uri = _uri(engine, request, tmp_path)
+    uri = engine_uri(engine, request, tmp_path)
     search.load_search_file(uri, _write(tmp_path / "good.csv.gz", ROWS[:2]), encoding="latin-1", replace=True,
                             **COLUMNS)
     many = [[i, 200000 + i, f"Item {i}", f"query {i}", 2] for i in range(40)]
