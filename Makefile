@@ -30,7 +30,7 @@ FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(LOCAL_DIR)/logs
 
-.PHONY: install demo demo-fashion demo-intent test bench-quality bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
+.PHONY: install demo demo-fashion demo-intent test bench-quality bench-search bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,11 @@ test: install
 # fashion catalogue and the clothing reviews; writes $(KD_HOME)/bench/quality.json + .md and the README table.
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --update-readme
+
+# Search relevance on the Home Depot pairs: cross-encoder teacher, two-tower and pair students with and
+# without KD, BM25; full and scarce regimes; writes $(KD_HOME)/bench/search.json and the README table.
+bench-search: install
+	$(BIN)/python -m benchmarks.search --update-readme $(SEARCH_ARGS)
 
 # Privileged-feature distillation on the real Taobao and Online Retail logs: teacher vs KD student vs
 # no-KD student vs popularity on later days; writes $(KD_HOME)/bench/intent.json.

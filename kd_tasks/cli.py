@@ -123,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", required=True, help="a version under registry/<use_case>/versions/ (12 hex digits)")
     p.add_argument("--reason", required=True, help="why; written to the promotion log")
 
+    p = sub.add_parser("export-model", help="export a registered version for serving (default: production): an "
+                                            "n-gram student as student.pt2, a two-tower one as its query tower "
+                                            "and item vectors; smoke-tested against the registry copy")
+    _add_use_case(p)
+    p.add_argument("--version", default=None, help="a version under registry/<use_case>/versions/ (12 hex digits)")
+
     p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, lost_race, rolled_back)")
     _add_use_case(p)
     p.add_argument("--last", type=int, default=20)
@@ -233,6 +239,12 @@ def _run(args: argparse.Namespace) -> int:
 
         result = rollback(args.use_case, args.version, args.reason)
         print(f"production of {args.use_case} now {result['version']} (was {result['previous']})")
+    elif args.command == "export-model":
+        from .stages.export import export_production
+        from . import names as _names
+
+        version = _names.version(args.version) if args.version else None
+        print(json.dumps(export_production(get_use_case(args.use_case), version=version)))
     elif args.command == "promotions":
         from .storage.registry import alias_version, promotion_log
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, TypeVar
 from .home import kd_home
 from .storage.fs import AnyPath, as_path
 from .losses import LOSS_TERMS
-from .models import family
+from .models import READER_COLUMNS, family
 from .models.runtime import DEVICE_PATTERN, LABEL_DTYPES
 from .names import ConfigError
 from .tasks import QUALITY_METRICS, get_task
@@ -268,6 +268,7 @@ class UseCase:
     student_family: str = "hashed_ngram_mlp"  # a family with a student in kd_tasks.models.FAMILIES
     teacher_family: str = "hf_sequence_classifier"  # a family with a teacher in kd_tasks.models.FAMILIES
     group_column: str = ""  # grouping key (a query, ...): held out, trained on and measured as a whole
+    item_id_column: str = ""  # a ranking row's candidate id: a two-tower export stores one vector per item
     extract_params: Mapping[str, Any] = field(default_factory=dict)  # extra values bound into both SQL files
     teacher_dir: str = ""  # local teacher directory; default: KD_HOME/teachers/<name>
     teacher_lookback_days: int = 0  # teacher data: rows of ds-lookback+1 .. ds; 0 = all history up to ds
@@ -302,8 +303,10 @@ class UseCase:
                                   f"supports {list(fam.tasks)}; choose a {role} family for {self.task} tasks")
         if not self.input_columns:
             raise ConfigError(f"use case {self.name!r} declares no input_columns")
-        if family(self.student_family).inputs == "text" and len(self.input_columns) != 1:
-            raise ConfigError(f"a text student reads one column, got input_columns={list(self.input_columns)}")
+        reader = family(self.student_family).inputs
+        if reader in READER_COLUMNS and len(self.input_columns) != READER_COLUMNS[reader]:
+            raise ConfigError(f"a {self.student_family} student reads {READER_COLUMNS[reader]} input column(s) ({reader}), got "
+                              f"input_columns={list(self.input_columns)}")
         sizes = family(self.student_family).sizes
         if self.distill.student_size not in sizes:
             raise ConfigError(f"student_size={self.distill.student_size!r} is unknown for the {self.student_family} "
@@ -313,6 +316,13 @@ class UseCase:
         if wrong:
             raise ConfigError(f"loss term(s) {wrong} do not apply to {self.task} tasks; use one of "
                               f"{sorted(n for n, t in LOSS_TERMS.items() if self.task in t.tasks)}")
+        vectors = sorted(t for t in terms if LOSS_TERMS[t].needs_vectors)
+        if vectors and not family(self.student_family).vectors:
+            raise ConfigError(f"loss term(s) {vectors} read query and product vectors, which the {self.student_family} "
+                              "student does not have; use a two-tower student family or drop the term(s)")
+        if task.name == "ranking" and not self.group_column:
+            raise ConfigError(f"use case {self.name!r} is a ranking task: declare its group_column (the query), the "
+                              "unit of its held-out split, its batches and its metrics")
         object.__setattr__(self, "distill", dataclasses.replace(self.distill, loss_terms=dict(terms)))
         readable = set(self.teacher_columns) | {self.group_column} - {""}
         for sl in self.gate.slices:

@@ -107,23 +107,28 @@ def listwise_kd_loss(student_scores: Any, teacher_scores: Any, group: Any, tempe
 
 
 def infonce_kd_loss(query_vectors: Any, product_vectors: Any, teacher_scores: Any, temperature: float,
-                    teacher_temperature: float) -> Any:
-    """Contrastive distillation for a two-tower student, with in-batch negatives: row i of the batch is
-    query i with product i, and every other product of the batch is a candidate for query i too. The
-    student's scores are ``q_i . p_j / temperature``; the targets are the teacher's scores of the same
-    pairs, ``softmax_j(teacher_scores[i, j] / teacher_temperature)`` (the cross-encoder has no vectors:
-    it scores pairs). Returns the cross-entropy of the student's softmax against those targets, averaged
-    over queries; a pair the teacher did not score (NaN) is left out of both softmaxes."""
+                    teacher_temperature: float, unscored_negatives: bool = False) -> Any:
+    """Contrastive distillation for a two-tower student, with in-batch negatives: every product of the
+    batch is a candidate for every query of the batch. The student's scores are ``q_i . p_j /
+    temperature`` (``query_vectors`` (Q, d), ``product_vectors`` (N, d)); the targets are the teacher's
+    scores of the same pairs (``teacher_scores`` (Q, N)), ``softmax_j(teacher_scores[i, j] /
+    teacher_temperature)`` (the cross-encoder has no vectors: it scores pairs). Returns the
+    cross-entropy of the student's softmax against those targets, averaged over queries.
+
+    A pair the teacher did not score is NaN: left out of both softmaxes, or with
+    ``unscored_negatives`` kept in the student's softmax with a target of 0 (another query's candidate
+    as a negative: what in-batch negatives teach a retriever). Every query needs at least one scored
+    pair."""
     import torch
     import torch.nn.functional as F
 
     logits = query_vectors @ product_vectors.T / temperature
     target = teacher_scores.to(logits.dtype) / teacher_temperature
     known = torch.isfinite(target)
-    if not bool(known.diagonal().all()):
-        raise ValueError("infonce_kd_loss needs the teacher's score of every query with its own product")
+    if not bool(known.any(dim=1).all()):
+        raise ValueError("infonce_kd_loss needs the teacher's score of at least one product for every query")
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
-    log_p_student = F.log_softmax(torch.where(known, logits, neg_inf), dim=1)
+    log_p_student = F.log_softmax(logits if unscored_negatives else torch.where(known, logits, neg_inf), dim=1)
     p_teacher = F.softmax(torch.where(known, target, neg_inf), dim=1)
     return -(p_teacher * torch.where(known, log_p_student, torch.zeros_like(logits))).sum(dim=1).mean()
 
@@ -138,11 +143,58 @@ def graded_gold_loss(student_scores: Any, grades: Any) -> Any:
     return ((student_scores.reshape(-1)[judged] - grades[judged]) ** 2).mean()
 
 
+@dataclass
+class RankingScores:
+    """A ranking student's output for a batch of (query, candidate) rows: what the ranking terms read.
+    ``group`` is a query code per row (rows of one query share it); a two-tower student adds each
+    row's query vector and candidate vector (its score is ``scale * q . p + bias``)."""
+
+    scores: Any  # (N,) relevance scores
+    group: Any  # (N,) int64 query codes
+    query_vectors: Any = None  # (N, d), scaled by the student's score scale
+    product_vectors: Any = None  # (N, d)
+
+
+def _grades(gold: Any) -> Any:
+    """Gold grades with unjudged pairs (``NO_LABEL``) as NaN."""
+    import torch
+
+    gold = gold.reshape(-1).double()
+    return torch.where(gold == NO_LABEL, torch.full_like(gold, float("nan")), gold)
+
+
+def _compact(group: Any) -> Any:
+    import torch
+
+    return torch.unique(group.reshape(-1), return_inverse=True)[1]
+
+
+def batch_infonce(out: RankingScores, teacher_logits: Any, temperature: float) -> Any:
+    """``infonce_kd_loss`` over a batch of rows: each distinct query of the batch against every
+    candidate of the batch; the teacher scored the query's own candidates (its targets), the other
+    queries' candidates are in-batch negatives."""
+    import torch
+
+    if out.query_vectors is None:
+        raise ValueError("the infonce_kd loss term needs a two-tower student (query and product vectors); "
+                         "drop it from loss_terms for this student family")
+    codes = _compact(out.group)
+    n_queries = int(codes.max()) + 1 if len(codes) else 0
+    first = torch.full((n_queries,), len(codes), dtype=torch.long).scatter_reduce(
+        0, codes, torch.arange(len(codes)), "amin")
+    teacher = teacher_logits.reshape(-1).to(out.query_vectors.dtype)
+    matrix = torch.full((n_queries, len(codes)), float("nan"), dtype=teacher.dtype)
+    matrix[codes, torch.arange(len(codes))] = teacher
+    return infonce_kd_loss(out.query_vectors[first], out.product_vectors, matrix, temperature, temperature,
+                           unscored_negatives=True)
+
+
 @dataclass(frozen=True)
 class LossTerm:
-    fn: Callable[..., Any]  # (student_logits, teacher_logits, gold, config) -> scalar tensor
+    fn: Callable[..., Any]  # (student outputs, teacher_logits, gold, config) -> scalar tensor
     tasks: tuple[str, ...]  # the tasks whose outputs it understands
     doc: str
+    needs_vectors: bool = False  # reads a two-tower student's query and product vectors
 
 
 LOSS_TERMS: dict[str, LossTerm] = {
@@ -150,6 +202,19 @@ LOSS_TERMS: dict[str, LossTerm] = {
                    "Hinton KD: alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE on gold rows"),
     "binary_kd": LossTerm(lambda z_s, z_t, gold, c: binary_kd_loss(z_s, z_t, gold, c.temperature, c.alpha),
                           ("binary",), "KD on one logit: alpha * T^2 * Bernoulli KL + (1 - alpha) * BCE on gold rows"),
+    # Ranking: the KD terms weigh alpha, the gold term 1 - alpha (alpha = 0: the no-KD student)
+    "pointwise_kd": LossTerm(lambda out, z_t, gold, c: c.alpha * pointwise_kd_loss(out.scores, z_t), ("ranking",),
+                             "alpha * mean squared difference of the student's and the teacher's pair scores"),
+    "listwise_kd": LossTerm(lambda out, z_t, gold, c: c.alpha * listwise_kd_loss(out.scores, z_t, _compact(out.group),
+                                                                                  c.temperature), ("ranking",),
+                            "alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) over each query's candidates"),
+    "infonce_kd": LossTerm(lambda out, z_t, gold, c: c.alpha * batch_infonce(out, z_t, c.temperature), ("ranking",),
+                           "alpha * InfoNCE of the two-tower student's q.p over the batch's products, targets the "
+                           "teacher's scores of the query's candidates at T (other queries' candidates: negatives)",
+                           needs_vectors=True),
+    "graded_gold": LossTerm(lambda out, z_t, gold, c: (1.0 - c.alpha) * graded_gold_loss(out.scores, _grades(gold)),
+                            ("ranking",), "(1 - alpha) * mean squared difference of the student's score and the "
+                                          "human grade, on judged pairs"),
 }
 
 

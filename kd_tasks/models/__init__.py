@@ -19,10 +19,14 @@ from typing import Any, Mapping, Sequence
 from ..names import ConfigError
 
 
+# how many input columns a reader of models.inputs takes (matrix: any number >= 1)
+READER_COLUMNS = {"text": 1, "pairs": 2}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
-    inputs: str  # a reader in models.inputs.READERS: "text" (one column) or "matrix" (feature columns)
+    inputs: str  # a reader in models.inputs.READERS: "text" (one column), "pairs" (query, text) or "matrix"
     tasks: tuple[str, ...]  # the tasks (kd_tasks.tasks) whose outputs it can produce
     student: str = ""  # "module:Class" of its student, if it has one
     teacher: str = ""  # "module:Class" of its teacher, if it has one
@@ -32,6 +36,7 @@ class Family:
     # trained on its inputs; the use case's student family trained on gold alone is always one more
     baselines: tuple[str, ...] = ()
     members: tuple[str, ...] = ()  # an ensemble teacher's member families (models.ensemble)
+    vectors: bool = False  # a two-tower student: query and candidate vectors (the infonce_kd loss term)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -56,6 +61,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("minilm_tfidf_ensemble", inputs="text", tasks=("multiclass",),
            teacher="kd_tasks.models.ensemble:EnsembleTeacher", teacher_files=("ensemble.json",),
            baselines=("tfidf_lr",), members=("hf_sequence_classifier", "tfidf_lr")),
+    # ranking: a MiniLM cross-encoder reads query and product together (one pass per pair) ...
+    Family("hf_cross_encoder", inputs="pairs", tasks=("ranking",),
+           teacher="kd_tasks.models.cross_encoder:CrossEncoderTeacher",
+           teacher_files=("model.safetensors", "pytorch_model.bin"), baselines=("bm25",)),
+    # ... distilled into two hashed n-gram towers (product vectors computed offline: a query costs one
+    # small encoder pass and dot products) ...
+    Family("two_tower", inputs="pairs", tasks=("ranking",), student="kd_tasks.models.two_tower:TwoTowerStudent",
+           # hash buckets, embedding dim, hidden units, vector dim
+           sizes={"small": (1 << 14, 32, 64, 32), "base": (1 << 15, 64, 128, 64), "large": (1 << 16, 96, 256, 96)},
+           vectors=True),
+    # ... or into a pair scorer for re-ranking: n-grams of query and title and what they share
+    Family("pair_ngram", inputs="pairs", tasks=("ranking",), student="kd_tasks.models.pair_ngram:PairStudent",
+           sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)}),
 )}
 
 
@@ -159,8 +177,9 @@ def train_teacher(use_case: Any, table: Any, target: Path, base_model: str | Non
         bad = sorted({str(v) for v, g in zip(labels, gold) if g == NO_LABEL})
         raise ValueError(f"gold labels {bad[:5]} are not valid for a {task.name} task; fix the labels in the warehouse")
     inputs = teacher_inputs(use_case, table)
-    check = None if validation is None else Validation(teacher_inputs(use_case, validation), val_labels, label_names,
-                                                       use_case.task, use_case.gate.metric)
+    check = None if validation is None else Validation(
+        teacher_inputs(use_case, validation), val_labels, label_names, use_case.task, use_case.gate.metric,
+        validation.column(use_case.group_column).to_pylist() if use_case.group_column else None)
     train = teacher_class(use_case.teacher_family).train
     declared = family(use_case.teacher_family)
     ensemble = {"members": declared.members, "family_name": declared.name} if declared.members else {}

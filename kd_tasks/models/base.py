@@ -74,6 +74,11 @@ class SavedStudent:
         batches then group rows of similar length); None for a family of fixed-size rows."""
         return None
 
+    def row_groups(self, prepared: tuple) -> Any:
+        """A group code per prepared row for a family trained on whole groups (a ranking student: a
+        query's candidates in one batch); None otherwise."""
+        return None
+
     def empty_inputs(self, inputs: object) -> int:
         """Rows whose input the family reduces to nothing (none for a family without that notion)."""
         return 0

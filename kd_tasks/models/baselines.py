@@ -1,8 +1,8 @@
 """Cheap baselines a new teacher must beat on validation (``kd_tasks.stages.teacher_gate``), trained
 on the same gold rows and the same inputs as the teacher: TF-IDF (word 1-2-grams + character 3-5-grams,
 sublinear tf) + logistic regression for text, its C chosen on the validation rows; gradient-boosted
-trees for feature columns (serving-time and privileged alike). A family names its baselines in
-``models.FAMILIES``.
+trees for feature columns (serving-time and privileged alike); BM25 for (query, text) ranking. A
+family names its baselines in ``models.FAMILIES``.
 
 Each ``fit`` returns (predict, info): ``predict(inputs)`` gives logits-like scores in the teacher's
 output order ((n, classes) log-probabilities, or (n, 1) log-odds for a binary task), so the task's
@@ -100,5 +100,68 @@ def boosted_trees(inputs: np.ndarray, gold: np.ndarray, n_outputs: int, binary: 
     return predict, {"iterations": int(model.n_iter_), "train_s": round(time.perf_counter() - started, 1)}
 
 
+class BM25:
+    """Okapi BM25 (the ``bm25s`` library: k1 = 1.5, b = 0.75, scikit-learn's word pattern, English stop
+    words, no stemming) of (query, text) rows: the lexical ranker a search engine starts from. The
+    index holds the distinct texts of ``corpus`` (e.g. the catalogue), which set the term statistics,
+    plus any text scored that is not among them (the index is then rebuilt with it)."""
+
+    def __init__(self, corpus: Sequence[str] = ()):
+        self.corpus: list[str] = []
+        self.position: dict[str, int] = {}
+        self.retriever: Any = None
+        self._add(corpus)
+
+    def _add(self, texts: Any) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in self.position]
+        if not new and self.retriever is not None:
+            return
+        import bm25s
+
+        for t in new:
+            self.position[t] = len(self.corpus)
+            self.corpus.append(t)
+        self.retriever = bm25s.BM25()
+        self.retriever.index(bm25s.tokenize(self.corpus or [""], stopwords="en", return_ids=False,
+                                            show_progress=False), show_progress=False)
+
+    def _query_scores(self, query: str) -> np.ndarray | None:
+        """The query's score of every indexed text; None when no query word is in the index."""
+        import bm25s
+
+        tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        known = [t for t in tokens if t in self.retriever.vocab_dict]
+        return self.retriever.get_scores(known) if known else None
+
+    def scores(self, rows: Sequence[tuple[str, str]]) -> np.ndarray:
+        """BM25 of each (query, text) row, shape (n, 1)."""
+        self._add(t for _, t in rows)
+        out = np.zeros((len(rows), 1), np.float32)
+        by_query: dict[str, list[int]] = {}
+        for i, (q, _) in enumerate(rows):
+            by_query.setdefault(q, []).append(i)
+        for q, members in by_query.items():
+            doc_scores = self._query_scores(q)
+            if doc_scores is not None:
+                out[members, 0] = doc_scores[[self.position[rows[i][1]] for i in members]]
+        return out
+
+    def top_k(self, query: str, k: int) -> list[str]:
+        """The ``k`` indexed texts with the highest BM25 for ``query``, best first."""
+        doc_scores = self._query_scores(query)
+        if doc_scores is None:
+            return []
+        top = np.argpartition(-doc_scores, min(k, len(doc_scores) - 1))[:k]
+        return [self.corpus[i] for i in top[np.argsort(-doc_scores[top], kind="stable")]]
+
+
+def bm25(inputs: Sequence[tuple[str, str]], gold: np.ndarray, n_outputs: int, binary: bool,
+         validation: Any) -> tuple[Predict, dict[str, Any]]:
+    """BM25 over the training rows' texts and those scored (nothing to fit: the teacher must beat what a
+    search engine ranks with no model at all)."""
+    model = BM25([t for _, t in inputs])
+    return model.scores, {"k1": 1.5, "b": 0.75, "corpus_texts": len(model.corpus)}
+
+
 BASELINES: dict[str, Callable[..., tuple[Predict, dict[str, Any]]]] = {
-    "tfidf_lr": tfidf_lr, "boosted_trees": boosted_trees}
+    "tfidf_lr": tfidf_lr, "boosted_trees": boosted_trees, "bm25": bm25}

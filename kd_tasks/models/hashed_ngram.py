@@ -66,7 +66,11 @@ def words(text: str, featurizer: int = FEATURIZER_VERSION) -> list[str]:
 
 def featurize(text: str, n_buckets: int, featurizer: int = FEATURIZER_VERSION) -> list[int]:
     """Bucket ids of the text's words, word bigrams and character 3..5-grams of each word."""
-    ws = words(text, featurizer)
+    return featurize_words(words(text, featurizer), n_buckets, featurizer)
+
+
+def featurize_words(ws: Sequence[str], n_buckets: int, featurizer: int = FEATURIZER_VERSION) -> list[int]:
+    """``featurize`` of a text already split into its words (``words``)."""
     grams = [f"w:{w}" for w in ws]
     grams += [f"b:{a}_{b}" for a, b in zip(ws, ws[1:])]
     for w in ws:
@@ -88,6 +92,39 @@ def batch_inputs(texts: Sequence[str], n_buckets: int,
         offsets.append(len(ids))
         ids.extend(featurize(t, n_buckets, featurizer))
     return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+
+def featurize_all(texts: Sequence[str], n_buckets: int, featurizer: int = FEATURIZER_VERSION,
+                  chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's bucket ids back to back (int32) and the row offsets (n + 1, int64), hashed a chunk
+    at a time, so no Python list of the whole window's ids is ever built."""
+    ids, lengths = [], np.zeros(len(texts), np.int64)
+    for start in range(0, len(texts), chunk_rows):
+        grams = [featurize(t, n_buckets, featurizer) for t in texts[start:start + chunk_rows]]
+        lengths[start:start + len(grams)] = [len(g) for g in grams]
+        ids.append(np.fromiter((b for g in grams for b in g), np.int32, int(lengths[start:start + len(grams)].sum())))
+    offsets = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
+
+
+def join_ragged(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several (ids, offsets) of ``featurize_all`` as those of their rows back to back."""
+    if len(parts) == 1:
+        return parts[0]
+    starts = np.cumsum([0] + [len(ids) for ids, _ in parts[:-1]])
+    offsets = [offsets[:-1] + start for (_, offsets), start in zip(parts, starts)]
+    return (np.concatenate([ids for ids, _ in parts]),
+            np.concatenate([*offsets, [sum(len(ids) for ids, _ in parts)]]).astype(np.int64))
+
+
+def gather_rows(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The EmbeddingBag inputs (flat ids, offsets) of rows ``rows`` of ``featurize_all``'s arrays."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    batch_offsets = np.zeros(len(rows), np.int64)
+    np.cumsum(lengths[:-1], out=batch_offsets[1:])
+    positions = np.repeat(starts - batch_offsets, lengths) + np.arange(int(lengths.sum()))
+    return torch.from_numpy(ids[positions].astype(np.int64)), torch.from_numpy(batch_offsets)
 
 
 class RowAdam:
@@ -176,16 +213,8 @@ class HashedNgramStudent(SavedStudent):
 
     def prepare(self, texts: Sequence[str], chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         """Featurise every row once (the hashing is the expensive part of a training step) into two
-        compact arrays: every row's bucket ids back to back (int32) and the row offsets (n + 1, int64).
-        Rows are hashed a chunk at a time, so no Python list of the whole window's ids is ever built."""
-        ids, lengths = [], np.zeros(len(texts), np.int64)
-        for start in range(0, len(texts), chunk_rows):
-            grams = [featurize(t, self.n_buckets, self.featurizer) for t in texts[start:start + chunk_rows]]
-            lengths[start:start + len(grams)] = [len(g) for g in grams]
-            ids.append(np.fromiter((b for g in grams for b in g), np.int32, int(lengths[start:start + len(grams)].sum())))
-        offsets = np.zeros(len(texts) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
+        compact arrays: every row's bucket ids back to back (int32) and the row offsets (n + 1, int64)."""
+        return featurize_all(texts, self.n_buckets, self.featurizer, chunk_rows)
 
     def optimizer(self, learning_rate: float, sparse: bool, fused: bool = True) -> Any:
         """With ``sparse``, a step updates only the embedding rows its batch touched (``RowAdam``, the
@@ -199,12 +228,7 @@ class HashedNgramStudent(SavedStudent):
 
     @staticmethod
     def join_prepared(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        if len(parts) == 1:
-            return parts[0]
-        starts = np.cumsum([0] + [len(ids) for ids, _ in parts[:-1]])
-        offsets = [offsets[:-1] + start for (_, offsets), start in zip(parts, starts)]
-        return (np.concatenate([ids for ids, _ in parts]),
-                np.concatenate([*offsets, [sum(len(ids) for ids, _ in parts)]]).astype(np.int64))
+        return join_ragged(parts)
 
     def empty_inputs(self, texts: Sequence[str]) -> int:
         """How many texts featurise to nothing (no word the featuriser keeps): the student sees them
@@ -213,18 +237,12 @@ class HashedNgramStudent(SavedStudent):
 
     def forward_rows(self, prepared: tuple[np.ndarray, np.ndarray], idx: torch.Tensor) -> torch.Tensor:
         """Logits of the rows ``idx`` of prepared features: their ids gathered into one EmbeddingBag batch."""
-        ids, offsets = prepared
-        rows = idx.numpy()
-        starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-        batch_offsets = np.zeros(len(rows), np.int64)
-        np.cumsum(lengths[:-1], out=batch_offsets[1:])
-        positions = np.repeat(starts - batch_offsets, lengths) + np.arange(int(lengths.sum()))
-        batch_ids = torch.from_numpy(ids[positions].astype(np.int64))
+        batch_ids, batch_offsets = gather_rows(*prepared, idx.numpy())
         if self._rows is None or not self.net.training:
-            return self.net(batch_ids, torch.from_numpy(batch_offsets))
+            return self.net(batch_ids, batch_offsets)
         # the rows this batch touches as a small table of their own: its gradient is theirs alone
         table = self._rows.gather(batch_ids)
-        pooled = nn.functional.embedding_bag(self._rows.inverse, table, torch.from_numpy(batch_offsets), mode="mean")
+        pooled = nn.functional.embedding_bag(self._rows.inverse, table, batch_offsets, mode="mean")
         return self.net.mlp(pooled)
 
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
@@ -242,3 +260,48 @@ class HashedNgramStudent(SavedStudent):
     def from_config(cls, cfg: dict) -> "HashedNgramStudent":
         # a student saved before featuriser versions were recorded used version 1, and keeps it
         return cls(cfg["label_names"], cfg["size"], featurizer=int(cfg.get("featurizer", 1)))
+
+
+class HashedFamilyStudent(SavedStudent):
+    """What a student that hashes its texts with this featuriser shares (the two-tower and pair
+    students): its shape is one of its family's sizes (``shape_names`` name the numbers, saved in its
+    config), its featuriser version is kept for life, and a warm start needs the same of both."""
+
+    shape_names: tuple[str, ...] = ("n_buckets",)
+    warm_start_keys = ("label_names", "size", "featurizer")
+
+    def __init__(self, label_names: Sequence[str], size: str = "base", net: nn.Module | None = None,
+                 featurizer: int = FEATURIZER_VERSION):
+        sizes = FAMILIES[self.family].sizes
+        if size not in sizes:
+            raise ValueError(f"student size {size!r} is unknown; choose one of {sorted(sizes)}")
+        if featurizer not in FEATURIZERS:
+            raise ValueError(f"featurizer version {featurizer} is unknown; known: {sorted(FEATURIZERS)}")
+        self.label_names, self.size, self.featurizer = list(label_names), size, featurizer
+        for name, value in zip(self.shape_names, sizes[size]):
+            setattr(self, name, value)
+        self.net = net or self.build_net(*sizes[size])
+
+    def build_net(self, *shape: int) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, label_names: Sequence[str], size: str, inputs: Any = (),
+               feature_names: Sequence[str] = ()) -> "HashedFamilyStudent":
+        return cls(label_names, size)
+
+    @classmethod
+    def config_for(cls, label_names: Sequence[str], size: str, feature_names: Sequence[str] = (),
+                   featurizer: int = FEATURIZER_VERSION) -> dict:
+        return {"size": size, "label_names": list(label_names),
+                **dict(zip(cls.shape_names, FAMILIES[cls.family].sizes[size])), "featurizer": featurizer}
+
+    def config(self) -> dict:
+        return self.config_for(self.label_names, self.size, featurizer=self.featurizer)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "HashedFamilyStudent":
+        return cls(cfg["label_names"], cfg["size"], featurizer=int(cfg["featurizer"]))
+
+    def features_key(self) -> tuple:
+        return (self.family, self.n_buckets, self.featurizer)

@@ -85,8 +85,7 @@ class HFTeacher:
         out = np.zeros((n, len(self.label_names)), np.float32)
         if not n:
             return out
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        ids, types = self.encode(texts)
         lengths = np.fromiter((len(x) for x in ids), np.int64, n)
         order = np.argsort(-lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
@@ -96,14 +95,19 @@ class HFTeacher:
             width = int(lengths[rows[0]])
             input_ids = np.full((len(rows), width), pad, np.int64)
             mask = np.zeros((len(rows), width), np.int64)
+            type_ids = None if types is None else np.zeros((len(rows), width), np.int64)
             for j, i in enumerate(rows):
                 input_ids[j, :lengths[i]] = ids[i]
                 mask[j, :lengths[i]] = 1
+                if type_ids is not None:
+                    type_ids[j, :lengths[i]] = types[i]
             if self._int8 is not None:
                 out[rows] = self._int8(input_ids, mask)
             else:
                 batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
                          "attention_mask": torch.from_numpy(mask).to(self.device)}
+                if type_ids is not None:
+                    batch["token_type_ids"] = torch.from_numpy(type_ids).to(self.device)
                 out[rows] = self.model(**batch).logits.float().cpu().numpy()
             if progress is not None:
                 progress(stop)
@@ -111,6 +115,11 @@ class HFTeacher:
         with torch.inference_mode():
             on_each_batch(n, batch_size, run, self.device)
         return out
+
+    def encode(self, texts: Sequence[Any]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids of each input, truncated to ``max_length``, and their token type ids (None: all 0)."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"], None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -139,6 +148,29 @@ class HFTeacher:
         return cls(path, version, list(manifest["label_names"]), model, tokenizer, int(manifest.get("max_length", 32)))
 
 
+def training_order(n: int, config: Any) -> list[int]:
+    """The rows a teacher fine-tunes on, in a seeded random order, at most ``config.max_rows`` of them."""
+    order = list(range(n))
+    random.Random(config.seed).shuffle(order)
+    return order[:config.max_rows] if config.max_rows else order
+
+
+def fine_tuning_optimizer(model: Any, config: Any, rows: int) -> tuple[Any, Any, int]:
+    """AdamW over the encoder at ``learning_rate`` and the new head (``classifier``) at
+    ``head_learning_rate``, with BERT's warm-up and linear decay over every step: (optimiser,
+    schedule, steps)."""
+    import torch
+
+    from .training import warmup_decay
+
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": config.learning_rate},
+                             {"params": head, "lr": config.head_learning_rate}], weight_decay=0.01)
+    steps = config.epochs * ((rows + config.batch_size - 1) // config.batch_size)
+    return opt, warmup_decay(opt, steps, config.warmup_share), steps
+
+
 def create_tiny_base_model(out_dir: str | Path, seed: int = 0) -> Path:
     """A tiny randomly initialised BERT with MiniLM's tokenizer, for fast tests and smoke runs."""
     import torch
@@ -165,7 +197,7 @@ def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequen
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .runtime import device_name, select_device
-    from .training import EarlyStopping, class_weights, warmup_decay
+    from .training import EarlyStopping, class_weights
 
     _quiet_transformers()
     if len(texts) != len(gold):
@@ -176,11 +208,7 @@ def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequen
             f"the teacher needs at least 2 distinct gold labels, found {label_names}; load more labelled rows"
         )
     base_model = base_model or pretrained_encoder_path()
-    rng = random.Random(config.seed)
-    order = list(range(len(texts)))
-    rng.shuffle(order)
-    if config.max_rows:
-        order = order[:config.max_rows]
+    order = training_order(len(texts), config)
     x = [texts[i] for i in order]
     y = torch.tensor([int(gold[i]) for i in order])
     device = select_device(config.device)
@@ -191,12 +219,7 @@ def train_teacher(texts: Sequence[str], gold: Sequence[int], label_names: Sequen
         base_model, num_labels=len(label_names),
         id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
     ).to(device)
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
-    opt = torch.optim.AdamW([{"params": body, "lr": config.learning_rate},
-                             {"params": head, "lr": config.head_learning_rate}], weight_decay=0.01)
-    steps = config.epochs * ((len(x) + config.batch_size - 1) // config.batch_size)
-    schedule = warmup_decay(opt, steps, config.warmup_share)
+    opt, schedule, steps = fine_tuning_optimizer(model, config, len(x))
     weights = class_weights(y, len(label_names)).to(device) if config.balanced_classes else None
     log.info("fine-tuning teacher from %s on %d gold rows (%d validation), %d labels, at most %d epochs x %d steps "
              "on %s, warm-up %d steps then linear decay%s", base_model, len(x),

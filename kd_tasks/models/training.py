@@ -25,11 +25,12 @@ class Validation:
     label_names: Sequence[str]
     task: str
     metric: str
+    groups: Sequence[Any] | None = None  # the rows' grouping key (a query), for tasks scored per group
 
     def score(self, logits: Any) -> float:
         from ..tasks import get_task
 
-        value = get_task(self.task).quality(self.label_names, self.gold, logits).get(self.metric)
+        value = get_task(self.task).quality(self.label_names, self.gold, logits, self.groups).get(self.metric)
         return float("nan") if value is None else float(value)
 
 
@@ -49,7 +50,7 @@ class Optimizers:
             opt.step()
 
 
-Batches = Callable[[int], Iterable[tuple]]  # (rows, loss of a batch of rows[, lengths of the rows])
+Batches = Callable[[int], Iterable[tuple]]  # (rows, loss of a batch of rows[, lengths[, groups of the rows]])
 
 
 def fit(net: torch.nn.Module, rows: torch.Tensor, batch_loss: Callable[[torch.Tensor], torch.Tensor],
@@ -70,11 +71,18 @@ GROUP_BATCHES = 50  # length grouping sorts windows of this many batches (Huggin
 
 
 def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator | None,
-            lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+            lengths: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> list[torch.Tensor]:
     """One epoch's batches of ``rows``: a random permutation cut into batches. With ``lengths`` (one per
     row of ``rows``), each window of ``GROUP_BATCHES`` batches of the permutation is sorted by length
     before it is cut, and the batches are shuffled: a batch pads its rows to its longest, so rows of
-    similar length waste little compute on padding, while every batch stays a random draw of rows."""
+    similar length waste little compute on padding, while every batch stays a random draw of rows.
+
+    With ``groups`` (a code per row of ``rows``: a query), whole groups are drawn in a random order and
+    packed into batches of about ``batch_size`` rows (a batch closes once it holds that many; a group
+    larger than a batch is a batch of its own): ranking losses compare a query's candidates with each
+    other, so a query is never split between batches."""
+    if groups is not None:
+        return _group_batches(rows, batch_size, generator, torch.as_tensor(groups))
     perm = torch.randperm(len(rows), generator=generator)
     if lengths is None:
         return [rows[perm[s:s + batch_size]] for s in range(0, len(perm), batch_size)]
@@ -88,21 +96,42 @@ def batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator | No
     return [out[k] for k in torch.randperm(len(out), generator=generator).tolist()]
 
 
+def _group_batches(rows: torch.Tensor, batch_size: int, generator: torch.Generator | None,
+                   groups: torch.Tensor) -> list[torch.Tensor]:
+    if not len(rows):
+        return []
+    _, codes = torch.unique(groups, return_inverse=True)
+    members = torch.argsort(codes, stable=True)
+    sizes = torch.bincount(codes)
+    starts = torch.cumsum(sizes, 0) - sizes
+    out, current, held = [], [], 0
+    for g in torch.randperm(len(sizes), generator=generator).tolist():
+        current.append(members[starts[g]:starts[g] + sizes[g]])
+        held += int(sizes[g])
+        if held >= batch_size:
+            out.append(rows[torch.cat(current)])
+            current, held = [], 0
+    if current:
+        out.append(rows[torch.cat(current)])
+    return out
+
+
 def fit_blocks(net: torch.nn.Module, blocks: Batches, optimizer: Any, epochs: int, batch_size: int,
                generator: torch.Generator | None, what: str, after_epoch: "EarlyStopping | None" = None,
                scheduler: Any = None, progress_every_s: float = 30.0) -> torch.nn.Module:
     """``fit`` over data held a block at a time: ``blocks(epoch)`` yields (rows of the block, the loss of
-    a batch of them) or (rows, loss, lengths of the rows); each block's rows are drawn into batches on
-    their own (``batches``). ``optimizer`` has ``zero_grad`` and ``step`` (one optimiser, or several
+    a batch of them), optionally followed by the rows' lengths and their groups (either may be None);
+    each block's rows are drawn into batches on their own (``batches``). ``optimizer`` has ``zero_grad`` and ``step`` (one optimiser, or several
     behind one front). A long epoch logs its progress with an ETA every ``progress_every_s`` seconds."""
     started = time.perf_counter()
     net.train()
     for epoch in range(epochs):
         total, steps, seen = 0.0, 0, 0
         epoch_started = last = time.perf_counter()
-        for rows, batch_loss, *lengths in blocks(epoch):
+        for rows, batch_loss, *extra in blocks(epoch):
             done = 0
-            for batch in batches(rows, batch_size, generator, lengths[0] if lengths else None):
+            lengths, groups = (list(extra) + [None, None])[:2]
+            for batch in batches(rows, batch_size, generator, lengths, groups):
                 loss = batch_loss(batch)
                 optimizer.zero_grad()
                 loss.backward()

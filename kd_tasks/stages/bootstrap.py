@@ -132,7 +132,8 @@ def judge_teacher(use_case: UseCase, teacher: Any, train_rows: pa.Table, val_row
     labels = train_rows.column(use_case.label_column).to_pylist()
     val_labels = val_rows.column(use_case.label_column).to_pylist()
     gold = get_task(use_case.task).gold_index(labels, names)
-    check = Validation(teacher_inputs(use_case, val_rows), val_labels, names, use_case.task, metric)
+    groups = None if not use_case.group_column else val_rows.column(use_case.group_column).to_pylist()
+    check = Validation(teacher_inputs(use_case, val_rows), val_labels, names, use_case.task, metric, groups)
     logits = {"teacher": teacher.logits(check.inputs)}
     info: dict[str, dict[str, Any]] = {}
     for name in family(use_case.teacher_family).baselines:
@@ -141,13 +142,14 @@ def judge_teacher(use_case: UseCase, teacher: Any, train_rows: pa.Table, val_row
         logits[name] = predict(check.inputs)
     window = Window([str(i) for i in range(len(labels))], student_inputs(use_case, train_rows), labels,
                     np.zeros((len(labels), len(names)), np.float32), list(names), np.zeros(len(labels), bool), [],
-                    use_case.task)
+                    use_case.task, groups=None if not use_case.group_column else
+                    train_rows.column(use_case.group_column).to_pylist())
     student = train_student(window, replace(use_case.distill, alpha=0.0), None, GOLD_ONLY,
                             family=use_case.student_family, feature_names=use_case.input_columns)
     logits[GOLD_ONLY] = student.logits(student_inputs(use_case, val_rows))
     info[GOLD_ONLY] = {"family": use_case.student_family, "params": student.num_parameters()}
     return verdict(use_case.task, metric, names, val_labels, logits, info, use_case.gate.bootstrap_resamples,
-                   use_case.gate.confidence)
+                   use_case.gate.confidence, groups)
 
 
 def _copy_teacher(source: Path, tmp: Path, manifest: dict[str, Any]) -> dict[str, Any]:

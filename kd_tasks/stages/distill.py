@@ -192,9 +192,11 @@ def train_student(window: Window | TrainingRows, config: DistillConfig, init: An
     def blocks(epoch: int) -> Iterator[tuple]:
         for prepared, teacher, gold, train_rows in rows.blocks(student, only_gold, epoch, config.seed):
             lengths = student.row_lengths(prepared)  # a sequence model's batches group rows of similar length
+            groups = student.row_groups(prepared)  # a ranking student's batches hold whole queries
             yield (train_rows, (lambda idx, p=prepared, t=teacher, g=gold:
                                 loss_fn(student.forward_rows(p, idx), t[idx], g[idx])),
-                   *(() if lengths is None else (torch.as_tensor(lengths)[train_rows],)))
+                   None if lengths is None else torch.as_tensor(lengths)[train_rows],
+                   None if groups is None else torch.as_tensor(groups)[train_rows])
 
     opt = student.optimizer(config.learning_rate, config.sparse_embedding, config.fused_optimizer)
     gen = torch.Generator().manual_seed(config.seed)

@@ -118,7 +118,7 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
     gate = use_case.gate
     scorers = {"teacher": task.scorer(scan.label_names),
                **{n: task.scorer(s.label_names) for n, s in students.items()}}
-    agreements = {n: Agreement() for n, s in students.items() if s.label_names == scan.label_names}
+    agreements = {n: Agreement() for n, s in students.items() if s.label_names == scan.label_names and task.agreement}
     row_slices = [sl for sl in gate.slices if sl.column]
     slice_scorers = {sl.name: {n: task.scorer(scan.label_names if n == "teacher" else students[n].label_names)
                                for n in scorers} for sl in row_slices}
@@ -142,6 +142,8 @@ def evaluate_student(use_case: UseCase, ds: str, teacher_version: str, run: RunD
         models[name].update(scorer.result())
         if name in agreements and rows:
             models[name].update(agreements[name].result())
+        if name != "teacher" and rows:
+            models[name].update(scorer.versus(scorers["teacher"]))
     comparisons = compare(scorers, gate.metric, groups, gate.bootstrap_resamples, gate.confidence)
     slices = {sl: {n: {**sc.result(), "rows": sc.rows()} for n, sc in by_model.items()}
               for sl, by_model in slice_scorers.items()}

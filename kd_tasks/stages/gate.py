@@ -17,7 +17,8 @@ Checks on the candidate, each recorded with its value, threshold and numbers:
   It passes on the first run, when there is no champion, and when the champion's files fail
   verification (a damaged production model must not block every later night; the report says so);
 - ``teacher_health``: the teacher has no class with >= ``teacher_health_min_rows`` held-out rows on
-  which its recall is zero (binary: its AUC is above 0.5);
+  which its recall is zero (binary: its AUC is above 0.5; ranking: its scores' Spearman correlation
+  with the human grades is above 0);
 - ``teacher_verdict``: the teacher was not marked weak by its teacher gate;
 - ``size_budget``: candidate bytes on disk <= ``max_student_bytes``;
 - ``latency_budget``: candidate CPU p50 at batch 1, robust (the fastest of 5 rounds' medians: load
@@ -108,6 +109,13 @@ def teacher_health_check(report: dict[str, Any], gate: GateConfig) -> dict[str, 
             return _check("teacher_health", True, None, 0.5, "teacher AUC not measurable (one class held out)")
         return _check("teacher_health", auc > 0.5, _r(auc), 0.5, "teacher AUC on the held-out rows > 0.5"
                       + (f" ({accepted})" if waive and auc <= 0.5 else ""), waive)
+    if report.get("task") == "ranking":
+        rho = teacher.get("spearman")
+        if rho is None:
+            return _check("teacher_health", True, None, 0.0, "teacher's Spearman correlation with the grades not "
+                                                             "measurable (no judged held-out pairs, or constant scores)")
+        return _check("teacher_health", rho > 0, _r(rho), 0.0, "teacher scores rise with the human grade on the "
+                      "held-out pairs (Spearman > 0)" + (f" ({accepted})" if waive and rho <= 0 else ""), waive)
     recall, support = teacher.get("per_class_recall") or {}, report.get("support") or {}
     zero = {c: support.get(c, 0) for c, r in recall.items() if r == 0}
     dead = sorted(c for c, n in zero.items() if n >= gate.teacher_health_min_rows)

@@ -5,6 +5,8 @@ from typing import Any
 
 COLUMNS = (("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"), ("auc", "AUC", "{:.4f}"),
            ("pr_auc", "PR-AUC", "{:.4f}"), ("logloss", "logloss", "{:.4f}"), ("ece", "ECE", "{:.4f}"),
+           ("ndcg_at_10", "NDCG@10", "{:.4f}"), ("mrr", "MRR", "{:.4f}"), ("spearman", "Spearman", "{:.4f}"),
+           ("kendall_tau_vs_teacher", "tau vs teacher", "{:.3f}"),
            ("top1_agreement", "agree", "{:.3f}"), ("params", "params", "{:,}"), ("bytes", "bytes", "{:,}"),
            ("p50_ms_b1", "p50 b1 ms", "{:.3f}"), ("p50_ms_b64", "p50 b64 ms", "{:.2f}"))
 

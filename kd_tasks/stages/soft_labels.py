@@ -32,12 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def extract_fingerprint(ids: Any, inputs: Any) -> str:
-    """Hash of the row ids and the teacher's inputs: soft labels are reused only for identical rows."""
+    """Hash of the row ids and the teacher's inputs (texts, (query, text) pairs or a feature matrix):
+    soft labels are reused only for identical rows."""
     h = hashlib.sha256("\n".join(ids).encode())
     if isinstance(inputs, np.ndarray):
         h.update(np.ascontiguousarray(inputs).tobytes())
     else:
-        h.update("\x00".join(inputs).encode())
+        h.update("\x00".join(x if isinstance(x, str) else "\x1f".join(x) for x in inputs).encode())
     return h.hexdigest()[:16]
 
 

@@ -23,22 +23,24 @@ GOLD_ONLY = "student_gold_only"
 
 def verdict(task_name: str, metric: str, label_names: Sequence[str], gold: Sequence[Any],
             logits: Mapping[str, Any], info: Mapping[str, Mapping[str, Any]] | None = None,
-            resamples: int = 1000, confidence: float = 0.95) -> dict[str, Any]:
+            resamples: int = 1000, confidence: float = 0.95, groups: Sequence[Any] | None = None) -> dict[str, Any]:
     """The verdict on the teacher from every model's logits on the same validation rows (``logits``
-    has ``teacher`` and one entry per baseline; ``gold``: the rows' gold values). Returns ``{"weak",
+    has ``teacher`` and one entry per baseline; ``gold``: the rows' gold values; ``groups``: their
+    grouping key where the use case has one, the unit of the metric and of the resamples). Returns ``{"weak",
     "reason", "metric", "validation_rows", "teacher", "baselines": {name: {metric, teacher_minus,
     interval, beaten, ...info}}}``."""
     task = get_task(task_name)
     scorers = {}
     for name, z in logits.items():
         scorers[name] = task.scorer(label_names)
-        scorers[name].add(gold, z)
+        scorers[name].add(gold, z, groups)
     teacher_score = scorers["teacher"].result().get(metric)
     baselines, lost = {}, []
     for name in logits:
         if name == "teacher":
             continue
-        c = paired_bootstrap(scorers[name], scorers["teacher"], metric, resamples=resamples, confidence=confidence)
+        c = paired_bootstrap(scorers[name], scorers["teacher"], metric, groups, resamples=resamples,
+                             confidence=confidence)
         beats = c["low"] is not None and c["low"] > 0
         score = scorers[name].result().get(metric)
         baselines[name] = {metric: score, "teacher_minus": c["delta"], "interval": [c["low"], c["high"]],

@@ -244,9 +244,13 @@ def soft_label_table(ids: Any, day: str, logits: np.ndarray) -> pa.Table:
     the rounding moved no logit by more than 4e-3 (logits up to 12.7), the KL at the training
     temperature by less than 1e-8, and no top-1 class in 4,000 real titles (``make bench-scale``
     measures it again: ``teacher.logits_float16``). A shard with a logit beyond float16's range
-    (65,504) keeps float32."""
+    (65,504) keeps float32, and so does a teacher with one output (a binary logit, a ranking score):
+    there the order of the rows is the whole signal, and float16's steps (0.002 at a score of 2) would
+    tie candidates a cross-encoder tells apart, for 2 bytes a row."""
     logits = np.asarray(logits, dtype=np.float32)
-    dtype = np.float16 if not len(logits) or float(np.abs(logits).max()) < LOGITS_FLOAT16_MAX else np.float32
+    small = logits.ndim == 2 and logits.shape[1] > 1 and (not len(logits) or
+                                                          float(np.abs(logits).max()) < LOGITS_FLOAT16_MAX)
+    dtype = np.float16 if small else np.float32
     return pa.table({
         "row_id": ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), pa.string()),
         "ds": pa.repeat(pa.scalar(day, pa.string()), len(ids)),

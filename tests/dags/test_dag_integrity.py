@@ -20,7 +20,8 @@ def dagbag():
 
 def test_every_dag_file_is_covered():
     assert [p.name for p in DAG_FILES] == ["kd_export_production_model.py", "kd_product_category_nightly.py",
-                                           "kd_purchase_intent_nightly.py", "kd_teacher_bootstrap.py"]
+                                           "kd_purchase_intent_nightly.py", "kd_search_relevance_nightly.py",
+                                           "kd_teacher_bootstrap.py"]
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -47,7 +48,8 @@ def test_parsing_imports_no_heavy_modules(path):
 
 
 @pytest.mark.parametrize("dag_id,extract", [("kd_product_category_nightly", "extract_products"),
-                                             ("kd_purchase_intent_nightly", "extract_candidates")])
+                                             ("kd_purchase_intent_nightly", "extract_candidates"),
+                                             ("kd_search_relevance_nightly", "extract_pairs")])
 def test_nightly_dag_shape(dagbag, dag_id, extract):
     dag = dagbag.dags[dag_id]
     assert dag.catchup is False and dag.max_active_runs == 1

@@ -37,7 +37,7 @@ def test_dag_params_override_use_case_defaults():
 
 
 def test_unknown_use_case():
-    with pytest.raises(ConfigError, match="known: \\['product_category', 'purchase_intent'\\]"):
+    with pytest.raises(ConfigError, match="known: \\['product_category', 'purchase_intent', 'search_relevance'\\]"):
         resolve_use_case("sentiment", {})
 
 

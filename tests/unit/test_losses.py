@@ -144,5 +144,10 @@ def test_infonce_term_by_hand_with_in_batch_negatives():
     p_t = torch.softmax(torch.tensor([2.0, 0.0]), 0)
     entropy = float(-(p_t * p_t.log()).sum())
     assert float(infonce_kd_loss(torch.eye(2), p, teacher, 0.5, 1.0)) == pytest.approx(entropy, abs=1e-6)
-    with pytest.raises(ValueError, match="own product"):
-        infonce_kd_loss(torch.eye(2), p, torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), 1.0, 1.0)
+    # with unscored_negatives the unscored product stays in row 0's student softmax with target 0:
+    # row 0 = -ln softmax((1, 0))[0] = 0.31326, row 1 as before
+    q3 = torch.eye(2)
+    both = infonce_kd_loss(q3, p, unscored, 1.0, 1.0, unscored_negatives=True)
+    assert float(both) == pytest.approx((0.31326 + 0.43246) / 2, abs=1e-5)
+    with pytest.raises(ValueError, match="at least one product"):
+        infonce_kd_loss(torch.eye(2), p, torch.tensor([[float("nan"), float("nan")], [0.0, 1.0]]), 1.0, 1.0)
