@@ -133,8 +133,9 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
     from kd_tasks.models.training import Validation
 
     judged = [r for r in rows if r["grade"] is not None]
+    cap = budget.teacher_max_rows if budget.teacher_max_rows < len(judged) else 0  # a cap above the rows is none
     config = TeacherTrainConfig(epochs=budget.teacher_epochs, learning_rate=5e-5, head_learning_rate=1e-3,
-                                batch_size=32, max_length=budget.teacher_max_length, max_rows=budget.teacher_max_rows,
+                                batch_size=32, max_length=budget.teacher_max_length, max_rows=cap,
                                 balanced_classes=False, seed=seed, patience=2)
     key = _key({"regime": regime, "config": asdict(config), "base": base_model or "minilm",
                 "judged": len(judged), "rows": len(rows), "first": rows[0]["query"] if rows else ""})
