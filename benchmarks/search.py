@@ -162,9 +162,9 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
                  info["labelled_rows"], info["label_s"])
     else:
         log.info("%s: cached teacher at %s", regime, home)
+        teacher = CrossEncoderTeacher.load(home / "teacher", key, {"label_names": ["grade"],
+                                                                   "max_length": budget.teacher_max_length})
     info = json.loads(info_path.read_text())
-    teacher = CrossEncoderTeacher.load(home / "teacher", key, {"label_names": ["grade"],
-                                                               "max_length": budget.teacher_max_length})
     with np.load(home / "scores.npz") as z:
         info["scores"] = {k: z[k] for k in z.files}
     return teacher, info
@@ -197,9 +197,9 @@ def train_students(family: str, rows: list[dict[str, Any]], teacher_scores: np.n
         if best is None or value > best[0]:
             best = (value, t, student)
     started = time.perf_counter()
-    gold_rows = np.flatnonzero([r["grade"] is not None for r in rows])
-    nokd = train_student(window.subset(np.isin(np.arange(len(rows)), gold_rows)), replace(base, alpha=0.0), None,
-                         f"{family}_nokd", family=FAMILY_OF[family])
+    judged = np.array([r["grade"] is not None for r in rows])
+    nokd = train_student(window.subset(judged), replace(base, alpha=0.0), None, f"{family}_nokd",
+                         family=FAMILY_OF[family])
     return {"kd": best[2], "nokd": nokd, "temperature": best[1], "sweep": sweep,
             "nokd_train_s": round(time.perf_counter() - started, 1)}
 

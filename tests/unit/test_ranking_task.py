@@ -92,11 +92,9 @@ def test_batch_infonce_uses_other_queries_candidates_as_negatives():
     pt = torch.softmax(torch.tensor([2.0, 0.0]), 0)
     expected = (-(pt[0] * z7[0] + pt[1] * z7[1]) - z3[2]) / 2
     assert float(batch_infonce(out, teacher, 1.0)) == pytest.approx(float(expected), abs=1e-6)
-    # the same by the matrix form with unscored pairs as negatives
-    m = torch.tensor([[0.0, 1.0, float("nan")], [float("nan"), float("nan"), 1.0]])  # queries 3, 7 in code order
+    # the same by the matrix form with unscored pairs as negatives (rows: query 3, then query 7)
     assert float(infonce_kd_loss(q[[2, 0]], p, torch.tensor([[float("nan"), float("nan"), 1.0], [2.0, 0.0, float("nan")]]),
                                  1.0, 1.0, unscored_negatives=True)) == pytest.approx(float(expected), abs=1e-6)
-    assert m.shape == (2, 3)
     with pytest.raises(ValueError, match="two-tower"):
         batch_infonce(RankingScores(torch.zeros(3), torch.tensor([7, 7, 3])), teacher, 1.0)
 
