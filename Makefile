@@ -29,6 +29,8 @@ DEMO_DATA ?= synthetic
 FASHION_LABEL ?= subCategory
 FASHION_GOLD_FRACTION ?= 0.2
 LOGS      := $(LOCAL_DIR)/logs
+# a long command's whole output into a log file, its task starts / ends and progress (ETA) on the terminal
+FOLLOW    := $(BIN)/python -m kd_tasks.follow --log
 
 .PHONY: install demo demo-fashion demo-intent test bench-quality bench-search bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
 
@@ -55,15 +57,12 @@ endif
 		echo "teacher exists: $(KD_HOME)/teachers/product_category"; \
 	else \
 		echo "no teacher yet: fine-tuning one from the pretrained MiniLM (log: $(LOGS)/kd_teacher_bootstrap.log)"; \
-		$(BIN)/airflow dags test kd_teacher_bootstrap $(DEMO_DS) -c '{"validation_share": $(DEMO_VALIDATION_SHARE)}' \
-			> $(LOGS)/kd_teacher_bootstrap.log 2>&1 \
-			|| (tail -40 $(LOGS)/kd_teacher_bootstrap.log; exit 1); \
+		$(FOLLOW) $(LOGS)/kd_teacher_bootstrap.log -- \
+			$(BIN)/airflow dags test kd_teacher_bootstrap $(DEMO_DS) -c '{"validation_share": $(DEMO_VALIDATION_SHARE)}'; \
 	fi
 	@echo "running kd_product_category_nightly for $(DEMO_DS) (log: $(LOGS)/kd_product_category_nightly.log)"
-	@$(BIN)/airflow dags test kd_product_category_nightly $(DEMO_DS) \
-		-c '{"extract_lookback_days": $(DEMO_DAYS), "accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}' \
-		> $(LOGS)/kd_product_category_nightly.log 2>&1 \
-		|| (tail -40 $(LOGS)/kd_product_category_nightly.log; exit 1)
+	@$(FOLLOW) $(LOGS)/kd_product_category_nightly.log -- $(BIN)/airflow dags test kd_product_category_nightly $(DEMO_DS) \
+		-c '{"extract_lookback_days": $(DEMO_DAYS), "accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}'
 	@$(BIN)/python -m kd_tasks.cli report --ds $(DEMO_DS)
 
 # The same demo on the real Fashion Product Images catalogue, in its own KD_HOME (var/fashion):
@@ -87,14 +86,15 @@ _demo-intent:
 	@$(BIN)/python -m kd_tasks.cli load-events --source taobao --file $(TAOBAO_FILE) --replace
 	@if [ ! -f "$(KD_HOME)/teachers/purchase_intent/kd_manifest.json" ]; then \
 		echo "training the purchase_intent teacher (log: $(LOGS)/kd_teacher_bootstrap.log)"; \
-		$(BIN)/airflow dags test kd_teacher_bootstrap $(firstword $(INTENT_DAYS)) -c '{"use_case": "purchase_intent"}' \
-			> $(LOGS)/kd_teacher_bootstrap.log 2>&1 || (tail -40 $(LOGS)/kd_teacher_bootstrap.log; exit 1); \
+		$(FOLLOW) $(LOGS)/kd_teacher_bootstrap.log -- \
+			$(BIN)/airflow dags test kd_teacher_bootstrap $(firstword $(INTENT_DAYS)) -c '{"use_case": "purchase_intent"}' \
+			|| exit 1; \
 	fi
 	@for ds in $(INTENT_DAYS); do \
 		echo "running kd_purchase_intent_nightly for $$ds (log: $(LOGS)/kd_purchase_intent_nightly-$$ds.log)"; \
-		$(BIN)/airflow dags test kd_purchase_intent_nightly $$ds -c '{"accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}' \
-			> $(LOGS)/kd_purchase_intent_nightly-$$ds.log 2>&1 \
-			|| (tail -40 $(LOGS)/kd_purchase_intent_nightly-$$ds.log; exit 1); \
+		$(FOLLOW) $(LOGS)/kd_purchase_intent_nightly-$$ds.log -- \
+			$(BIN)/airflow dags test kd_purchase_intent_nightly $$ds -c '{"accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}' \
+			|| exit 1; \
 	done
 	@$(BIN)/python -m kd_tasks.cli report --use-case purchase_intent --ds $(lastword $(INTENT_DAYS))
 

@@ -130,6 +130,7 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
     """The regime's cross-encoder (cached) and its scores of the training, validation and test rows."""
     from kd_tasks.config import TeacherTrainConfig
     from kd_tasks.models.cross_encoder import CrossEncoderTeacher, train_cross_encoder
+    from kd_tasks.models.runtime import Progress
     from kd_tasks.models.training import Validation
 
     judged = [r for r in rows if r["grade"] is not None]
@@ -151,7 +152,9 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
                                      base_model, config, check)
         teacher = CrossEncoderTeacher.load(home / "teacher", key, fields)
         label_started = time.perf_counter()
-        scores = {name: teacher.logits(pairs_of(part), batch_size=64).reshape(-1)
+        scores = {name: teacher.logits(pairs_of(part), batch_size=64,
+                                       progress=Progress(f"{regime}: teacher scores the {name} pairs", len(part),
+                                                         every_s=30.0)).reshape(-1)
                   for name, part in (("train", rows), ("val", val), ("test", test))}
         np.savez(home / "scores.npz", **scores)
         info = {"train_s": round(label_started - started, 1), "label_s": round(time.perf_counter() - label_started, 1),

@@ -108,6 +108,14 @@ def production_model_asset(use_case: str) -> Asset:
     return Asset(name=f"kd_{use_case}_production_model", uri=f"kd://{use_case}/registry/production")
 
 
+def exportable_use_cases() -> list[str]:
+    """The use cases whose student family exports for serving (``kd_tasks.models.Family.exportable``)."""
+    from kd_tasks.models import family
+    from kd_tasks.use_cases import USE_CASES
+
+    return sorted(name for name, use_case in USE_CASES.items() if family(use_case.student_family).exportable)
+
+
 def distill_params(use_case: str = "product_category") -> dict[str, Param]:
     """Params a person changes by hand on a manual trigger; JSON-schema validated before a run exists.
 

@@ -39,6 +39,22 @@ def _add_dates(p: argparse.ArgumentParser, rows: str = "rows are spread over --d
                    help=f"let rows with an empty {label} (default: keep it)")
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1 (e.g. 0.1 keeps 10% of the labels)")
+    return value
+
+
+def _add_gold_fraction(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gold-fraction", type=_share, default=1.0,
+                   help="keep the category on this share of rows (stable by id, in 1%% steps); the rest load "
+                        "unlabelled and lose a stored label: the scarce-label case from a fully labelled file")
+
+
 def _add_use_case(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use-case", default="product_category", choices=sorted(USE_CASES))
 
@@ -64,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--date-column", default=None,
                    help="listing date column (ISO YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS); default: spread")
     p.add_argument("--encoding", default="utf-8", help="text encoding of a CSV / TSV file (e.g. latin-1, cp1252)")
+    _add_gold_fraction(p)
     _add_dates(p)
 
     p = sub.add_parser("load-fashion", help="load the Fashion Product Images catalogue")
     p.add_argument("--folder", default=str(DEFAULT_FASHION), help="folder with styles.csv.gz + styles_text.csv.gz")
     p.add_argument("--label", default="subCategory", choices=["masterCategory", "subCategory", "articleType"])
     p.add_argument("--limit", type=int, default=None, help="load only the first N rows")
-    p.add_argument("--gold-fraction", type=float, default=1.0,
-                   help="keep the category on this share of rows (stable by id); the rest load unlabelled")
+    _add_gold_fraction(p)
     _add_dates(p)
 
     p = sub.add_parser("load-events", help="load a behaviour log (purchase_intent) into the events table")
@@ -174,8 +190,10 @@ def _run(args: argparse.Namespace) -> int:
         n = catalogue.load_catalogue_file(uri, args.file, encoding=args.encoding, text_column=args.text_column,
                                           label_column=args.label_column, id_column=args.id_column,
                                           date_column=args.date_column, end_date=args.end_date,
-                                          days=args.days, replace=args.replace, clear_labels=args.clear_labels)
-        print(f"loaded {n} products from {args.file} into {shown}; {_table_line(uri)}")
+                                          days=args.days, gold_fraction=args.gold_fraction, replace=args.replace,
+                                          clear_labels=args.clear_labels or args.gold_fraction < 1)
+        kept = f" (categories kept on {args.gold_fraction:.0%} of them)" if args.gold_fraction < 1 else ""
+        print(f"loaded {n} products{kept} from {args.file} into {shown}; {_table_line(uri)}")
     elif args.command == "load-search":
         from .loaders import search
 
@@ -197,17 +215,12 @@ def _run(args: argparse.Namespace) -> int:
               + f"; the warehouse now holds {held['pairs']} pairs ({held['judged']} judged) of {held['queries']} "
                 f"queries and {held['products']} products")
     elif args.command == "load-fashion":
-        from .holdout import is_holdout
-
         records = catalogue.read_fashion_styles(args.folder)[:args.limit]
         rows = catalogue.catalogue_rows(records, source="fashion_product_styles", text_column="productDisplayName",
                                         label_column=args.label, id_column="id", end_date=args.end_date,
-                                        days=args.days)
-        keep = int(round(args.gold_fraction * 100))
-        for r in rows:  # hide labels on a stable share of rows: the "most rows are unlabelled" reality
-            if not is_holdout("gold:" + r["product_id"], keep):
-                r["category"] = None
-        n = catalogue.load_products(uri, rows, replace=args.replace, clear_labels=args.clear_labels)
+                                        days=args.days, gold_fraction=args.gold_fraction)
+        n = catalogue.load_products(uri, rows, replace=args.replace,
+                                    clear_labels=args.clear_labels or args.gold_fraction < 1)
         print(f"loaded {n} fashion products ({sum(r['category'] is not None for r in rows)} labelled with "
               f"{args.label}) into {shown}; {_table_line(uri)}")
     elif args.command == "load-events":

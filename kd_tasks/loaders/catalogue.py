@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from ..holdout import is_holdout
 from ..names import InputError
 from ..warehouse import Warehouse, connect, execute, execute_many, query_table
 
@@ -105,6 +106,14 @@ def parse_listing_date(value: Any) -> str | None:
         return None
 
 
+def gold_kept(product_id: str, gold_fraction: float) -> bool:
+    """Whether a row keeps its category when only ``gold_fraction`` of the rows do: stable per product
+    id (the same rows on every load), in steps of 1%."""
+    if not 0.0 <= gold_fraction <= 1.0:
+        raise InputError(f"gold fraction {gold_fraction} is not a share: give a number from 0 to 1")
+    return gold_fraction >= 1.0 or is_holdout("gold:" + product_id, int(round(gold_fraction * 100)))
+
+
 def refuse(source: str, problem: str, bad: list[tuple[int, Any]], fix: str) -> None:
     shown = ", ".join(f"row {n}: {v!r}" for n, v in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
@@ -118,12 +127,14 @@ def catalogue_rows(records: Iterable[Mapping[str, Any]], **kwargs: Any) -> list[
 
 def iter_catalogue_rows(records: Iterable[Mapping[str, Any]], *, source: str, text_column: str,
                         label_column: str, id_column: str | None = None, date_column: str | None = None,
-                        end_date: str = "2024-01-31", days: int = 30) -> Iterator[dict[str, Any]]:
+                        end_date: str = "2024-01-31", days: int = 30,
+                        gold_fraction: float = 1.0) -> Iterator[dict[str, Any]]:
     """Map a user's catalogue records onto the warehouse ``products`` rows, as they are read.
 
     Rows with an empty title are dropped (there is nothing to classify; ``skipped_titles`` counts
     them); rows with an empty category are kept with ``category = NULL`` (unlabelled rows still get
-    soft labels). Every row is loaded or the whole file is refused: an empty or repeated id, or a
+    soft labels). ``gold_fraction`` < 1 keeps the category on that share of rows only, chosen stably
+    by product id (``gold_kept``): the scarce-label case, from a fully labelled file. Every row is loaded or the whole file is refused: an empty or repeated id, or a
     date that is not ISO ``YYYY-MM-DD[THH:MM:SS]``, names its first offending rows (data rows,
     counted from 1). The errors are raised after the last record: a loader that consumed the rows in
     one transaction rolls it back.
@@ -166,6 +177,8 @@ def iter_catalogue_rows(records: Iterable[Mapping[str, Any]], *, source: str, te
                 continue
         else:
             listed_on = listing_date(row_id, end_date, days)
+        if label is not None and not gold_kept(row_id, gold_fraction):
+            label = None
         yield {"product_id": row_id, "title": title, "category": label, "listed_on": listed_on, "source": source}
     if n == 0:
         raise InputError(f"{source}: the file has no rows")

@@ -37,13 +37,15 @@ class Family:
     baselines: tuple[str, ...] = ()
     members: tuple[str, ...] = ()  # an ensemble teacher's member families (models.ensemble)
     vectors: bool = False  # a two-tower student: query and candidate vectors (the infonce_kd loss term)
+    exportable: bool = False  # its students export for serving (stages.export; the export DAG)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("hashed_ngram_mlp", inputs="text", tasks=("multiclass",),
            student="kd_tasks.models.hashed_ngram:HashedNgramStudent",
            # hash buckets, embedding dim, hidden units
-           sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)}),
+           sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)},
+           exportable=True),
     Family("tabular_mlp", inputs="matrix", tasks=("binary",),
            student="kd_tasks.models.tabular:TabularStudent", teacher="kd_tasks.models.tabular:TabularTeacher",
            sizes={"small": (16,), "base": (32, 16), "large": (64, 32)},  # student hidden layers
@@ -70,7 +72,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("two_tower", inputs="pairs", tasks=("ranking",), student="kd_tasks.models.two_tower:TwoTowerStudent",
            # hash buckets, embedding dim, hidden units, vector dim
            sizes={"small": (1 << 14, 32, 64, 32), "base": (1 << 15, 64, 128, 64), "large": (1 << 16, 96, 256, 96)},
-           vectors=True),
+           vectors=True, exportable=True),
     # ... or into a pair scorer for re-ranking: n-grams of query and title and what they share
     Family("pair_ngram", inputs="pairs", tasks=("ranking",), student="kd_tasks.models.pair_ngram:PairStudent",
            sizes={"small": (1 << 14, 32, 64), "base": (1 << 15, 48, 128), "large": (1 << 16, 64, 256)}),

@@ -55,6 +55,7 @@ class TeacherLayersStudent(SavedStudent):
                  layers: Sequence[int], teacher_version: str):
         self.label_names, self.size, self.net, self.tokenizer = list(label_names), size, net, tokenizer
         self.max_length, self.layers, self.teacher_version = int(max_length), list(layers), teacher_version
+        self._rows: Any = None  # the token embeddings' optimiser while training with sparse updates
 
     @classmethod
     def create(cls, label_names: Sequence[str], size: str, inputs: Any = (), feature_names: Sequence[str] = (),
@@ -104,11 +105,30 @@ class TeacherLayersStudent(SavedStudent):
     def row_lengths(self, prepared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         return prepared[1].sum(axis=1, dtype=np.int64)
 
+    def optimizer(self, learning_rate: float, sparse: bool, fused: bool = True) -> Any:
+        """With ``sparse``, a step updates only the token embeddings its batch uses (``RowAdam``: no
+        dense gradient and no AdamW step over the whole 30,522-row vocabulary) and the rest with
+        AdamW; else AdamW over every weight."""
+        from .base import adamw
+        from .training import Optimizers, RowAdam
+
+        words = self.net.bert.embeddings.word_embeddings.weight
+        self._rows = RowAdam(words, learning_rate) if sparse else None
+        if not sparse:
+            return super().optimizer(learning_rate, sparse, fused)
+        return Optimizers(self._rows, adamw([p for p in self.net.parameters() if p is not words], learning_rate, fused))
+
     def forward_rows(self, prepared: tuple[np.ndarray, np.ndarray], idx: torch.Tensor) -> torch.Tensor:
         ids, mask = prepared[0][idx.numpy()], prepared[1][idx.numpy()]
         width = max(1, int(mask.sum(axis=1).max()))  # no column that is padding in every row
-        return self.net(input_ids=torch.from_numpy(ids[:, :width].astype(np.int64)),
-                        attention_mask=torch.from_numpy(mask[:, :width].astype(np.int64))).logits
+        input_ids = torch.from_numpy(ids[:, :width].astype(np.int64))
+        attention_mask = torch.from_numpy(mask[:, :width].astype(np.int64))
+        rows = self._rows
+        if rows is None or not self.net.training:
+            return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+        # the token embeddings this batch uses as a small table of their own: its gradient is theirs alone
+        table = rows.gather(input_ids)
+        return self.net(inputs_embeds=table[rows.inverse], attention_mask=attention_mask).logits
 
     def logits(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         self.net.eval()

@@ -50,6 +50,44 @@ class Optimizers:
             opt.step()
 
 
+class RowAdam:
+    """Adam on the rows of an embedding table that a batch touches (the lazy Adam of
+    ``torch.optim.SparseAdam``: untouched rows keep their moments and weights; the bias correction
+    counts every step). ``gather`` hands the forward pass the batch's rows as a small leaf tensor, and
+    ``step`` applies its gradient: no gradient of the whole table is built, none is coalesced."""
+
+    def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.exp_avg = torch.zeros_like(weight, requires_grad=False)
+        self.exp_avg_sq = torch.zeros_like(weight, requires_grad=False)
+        self.steps = 0
+        self.rows: torch.Tensor | None = None
+        self.inverse: torch.Tensor | None = None
+        self.table: torch.Tensor | None = None
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        self.rows, self.inverse = torch.unique(ids, return_inverse=True)
+        self.table = self.weight.detach()[self.rows].requires_grad_()
+        return self.table
+
+    def zero_grad(self) -> None:
+        """Nothing to clear: each batch's rows are a new leaf tensor (``gather``)."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.table is None or self.table.grad is None:
+            return
+        self.steps += 1
+        beta1, beta2 = self.betas
+        grad, rows = self.table.grad, self.rows
+        m = self.exp_avg[rows].mul_(beta1).add_(grad, alpha=1 - beta1)
+        v = self.exp_avg_sq[rows].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
+        step_size = self.lr * (1 - beta2 ** self.steps) ** 0.5 / (1 - beta1 ** self.steps)
+        self.weight.data[rows] = self.weight.data[rows] - step_size * m / (v.sqrt() + self.eps)
+
+
 Batches = Callable[[int], Iterable[tuple]]  # (rows, loss of a batch of rows[, lengths[, groups of the rows]])
 
 

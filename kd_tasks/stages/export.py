@@ -25,10 +25,15 @@ import numpy as np
 
 from ..config import UseCase
 from ..holdout import is_holdout
+from ..models import FAMILIES, family
 from ..models.hashed_ngram import FEATURIZERS, HashedNgramStudent, batch_inputs
 from ..storage import files, lake, registry
 
 log = logging.getLogger(__name__)
+
+
+def exportable_families() -> list[str]:
+    return sorted(name for name, f in FAMILIES.items() if f.exportable)
 
 
 class ExportMismatchError(RuntimeError):
@@ -55,11 +60,11 @@ def export_production(use_case: UseCase, version: str | None = None, home: Path 
     import torch
     from torch.export import Dim, export
 
+    if not family(use_case.student_family).exportable:
+        raise ValueError(f"export supports {', '.join(exportable_families())} students; {use_case.name} "
+                         f"serves {use_case.student_family} models from the registry directory as they are")
     if use_case.student_family == "two_tower":
         return export_two_tower(use_case, version, home, atol)
-    if use_case.student_family != HashedNgramStudent.family:
-        raise ValueError(f"export supports {HashedNgramStudent.family} and two_tower students; {use_case.name} "
-                         f"serves {use_case.student_family} models from the registry directory as they are")
     if version is None:
         version = registry.alias_version(use_case.name, home)
         if version is None:

@@ -84,7 +84,11 @@ def test_export_dag_is_scheduled_on_the_promoted_model_asset(dagbag):
     promoted = nightly.get_task("promote_student").outlets
     assert [a.name for a in promoted] == ["kd_product_category_production_model"]
     assert [a.name for a in nightly.get_task("collect_soft_labels").outlets] == ["kd_product_category_soft_labels"]
-    assert "kd_product_category_production_model" in str(export.timetable.asset_condition)
+    # every use case whose student exports: product_category's n-gram student, search_relevance's two towers
+    condition = str(export.timetable.asset_condition)
+    assert "kd_product_category_production_model" in condition and "kd_search_relevance_production_model" in condition
+    assert "kd_purchase_intent_production_model" not in condition  # its tabular student is served as it is
+    assert export.params["use_case"] == "product_category"
 
 
 NIGHTLY = "kd_product_category_nightly"
@@ -97,6 +101,7 @@ NIGHTLY = "kd_product_category_nightly"
     ("kd_purchase_intent_nightly", {"label_horizon_days": "abc"}, "label_horizon_days"),
     ("kd_export_production_model", {"version": "../versions/0123456789ab"}, "version"),
     ("kd_export_production_model", {"version": "0123456789AB"}, "version"),
+    ("kd_export_production_model", {"use_case": "purchase_intent"}, "use_case"),
     ("kd_teacher_bootstrap", {"use_case": "../product_category"}, "use_case"),
     ("kd_teacher_bootstrap", {"sql_params": {"label_horizn_days": 7}}, "sql_params"),
     ("kd_teacher_bootstrap", {"sql_params": {"label_horizon_days": "abc"}}, "sql_params"),

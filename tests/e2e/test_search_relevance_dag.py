@@ -21,8 +21,6 @@ from kd_tasks.stages.report import format_report
 from kd_tasks.storage import registry
 from kd_tasks.models.hashed_ngram import batch_inputs
 from kd_tasks.models.two_tower import TwoTowerStudent
-from kd_tasks.stages.export import export_production
-from kd_tasks.use_cases import get_use_case
 
 NIGHTS = ("2024-01-01", "2024-01-02")
 FAST = {"epochs": 3, "accept_weak_teacher": True}  # a tiny teacher on 2 nights may not beat BM25: accepted
@@ -106,11 +104,13 @@ def test_search_nightly_over_real_home_depot_pairs(airflow_db, dagbag, datasets_
     table = format_report(second)
     assert "NDCG@10" in table and "tau vs teacher" in table
 
-    # the two-tower export a service loads without this project: the query tower and the item vectors
-    exported = export_production(get_use_case("search_relevance"))
-    assert exported["version"] == champion["version"] and exported["rows_checked"] >= 30
-    folder = Path(exported["path"]).parent
+    # the two-tower export a service loads without this project, run by the export DAG: the query
+    # tower and the item vectors
+    state, states = _run(dagbag.get_dag("kd_export_production_model"), NIGHTS[-1], {"use_case": "search_relevance"})
+    assert state == "success", states
+    folder = registry.export_dir("search_relevance", champion["version"])
     info = json.loads((folder / "export.json").read_text())
+    assert info["version"] == champion["version"] and info["smoke_test"]["rows"] >= 30
     items = json.loads((folder / "items.json").read_text())
     vectors = np.load(folder / "item_vectors.npy")
     assert vectors.shape == (len(items), info["vector_dim"]) and len(items) == info["items"] > 100

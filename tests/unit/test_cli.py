@@ -56,3 +56,22 @@ def test_the_loader_prints_what_the_warehouse_holds(kd_home, tmp_path, capsys):
     assert main(["load-catalogue", str(f), "--text-column", "name", "--label-column", "cat", "--id-column", "sku"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
         "the products table now holds 3 rows (2 with a gold label)")
+
+
+def test_gold_fraction_reproduces_the_scarce_label_case_on_ones_own_file(kd_home, tmp_path, capsys):
+    """``load-catalogue --gold-fraction`` keeps the category on a stable share of the rows (the same rows
+    on every load) and takes it off the others, even where an earlier full load stored it."""
+    f = tmp_path / "shop.csv"
+    f.write_text("sku,name,cat\n" + "".join(f"{i},Item number {i},{'ABC'[i % 3]}\n" for i in range(400)))
+    args = ["load-catalogue", str(f), "--text-column", "name", "--label-column", "cat", "--id-column", "sku"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().endswith("the products table now holds 400 rows (400 with a gold label)")
+    assert main(args + ["--gold-fraction", "0.1"]) == 0
+    out = capsys.readouterr().out.strip()
+    labelled = int(out.rsplit("(", 1)[1].split()[0])
+    assert "categories kept on 10% of them" in out and 25 <= labelled <= 55, out
+    assert main(args + ["--gold-fraction", "0.1"]) == 0  # stable: the same rows keep their category
+    assert capsys.readouterr().out.strip().endswith(f"holds 400 rows ({labelled} with a gold label)")
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--gold-fraction", "10"])
+    assert exc.value.code == 2 and "not a share from 0 to 1" in capsys.readouterr().err

@@ -83,3 +83,30 @@ def test_it_distils_saves_and_loads(teacher_dir, tmp_path):
     assert np.allclose(again.logits(TEXTS), out, atol=1e-5)
     with pytest.raises(ValueError, match="starts from the teacher's layers"):
         train_student(window, config, None, "student", family="teacher_layers_transformer")
+
+
+def test_sparse_embedding_steps_only_the_tokens_a_batch_uses(teacher_dir):
+    """With ``sparse_embedding`` a step reads and writes the rows of the batch's tokens alone (the rest
+    of the 30,522-token vocabulary keeps its weights, not even weight decay touches it), and the
+    training forward through those rows computes what the plain forward computes."""
+    from kd_tasks.models.training import fit
+
+    student = TeacherLayersStudent.create(LABELS, "small", teacher_dir=teacher_dir)
+    prepared = student.prepare(TEXTS[:6])
+    idx = torch.arange(6)
+    before = student.net.bert.embeddings.word_embeddings.weight.detach().clone()
+    student.net.train()
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same dropout masks in both forwards
+        plain = student.forward_rows(prepared, idx)
+        opt = student.optimizer(1e-2, sparse=True)
+        torch.manual_seed(1)
+        assert torch.allclose(student.forward_rows(prepared, idx), plain, atol=1e-6)
+    gold = torch.tensor([LABELS.index(g) for g in GOLD[:6]])
+    fit(student.net, idx, lambda rows: torch.nn.functional.cross_entropy(student.forward_rows(prepared, rows),
+                                                                          gold[rows]), opt, 1, 6, None, "test")
+    after = student.net.bert.embeddings.word_embeddings.weight.detach()
+    used = np.zeros(len(before), bool)
+    used[np.unique(prepared[0][prepared[1] > 0])] = True
+    changed = (after != before).any(dim=1).numpy()
+    assert changed[used].all() and not changed[~used].any()

@@ -1,0 +1,45 @@
+"""``make demo``'s terminal: a long command's whole output goes to its log file, the terminal gets the
+task starts and ends and the pipeline's progress lines (with ETA), and a failure shows the log's end."""
+import io
+import sys
+
+from kd_tasks.follow import follow, progress_lines
+
+AIRFLOW_OUTPUT = [  # as `airflow dags test` prints them (structlog), and as the pipeline's loggers do
+    "2026-11-30T04:40:15.155347Z [info     ] DAG bundles loaded: dags-folder [airflow.dag_processing] loc=manager.py:304",
+    "2026-11-30T04:40:35.540594Z [info     ] [DAG TEST] starting task_id=fine_tune map_index=-1 [airflow.sdk] loc=dag.py:1501",
+    "2026-11-30T04:40:45.000000Z [info     ] teacher epoch 1/4: 2240/9000 rows of this block, 63 rows/s, ETA 107 s "
+    "[kd_tasks.models.training] loc=training.py:200",
+    "2026-11-30T04:40:46.000000Z [warning  ] GitWildMatchPattern is deprecated [py.warnings] category=DeprecationWarning",
+    "2026-11-30 04:35:18,527 INFO kd_tasks.models.runtime: soft labels ds=2024-01-10 shard 0: 2240/8000 rows "
+    "(222 rows/s, ETA 35 s)",
+    "2026-11-30T04:41:00.000000Z [info     ] Filling up the DagBag [airflow.dag_processing.dagbag] loc=dagbag.py:460",
+    "2026-11-30T04:41:35.540594Z [info     ] [DAG TEST] end task task_id=fine_tune map_index=-1 [airflow.sdk] loc=dag.py:1563",
+    "2026-11-30T04:41:36.000000Z [error    ] Task failed with exception [task] loc=task_runner.py:1676",
+]
+
+
+def test_the_terminal_shows_tasks_progress_and_errors_only():
+    ticks = iter(range(0, 1000, 5))
+    shown = list(progress_lines(AIRFLOW_OUTPUT, clock=lambda: next(ticks)))
+    assert shown == [
+        "[0:10] fine_tune: started",  # a line every 5 s of the clock
+        "[0:15]   teacher epoch 1/4: 2240/9000 rows of this block, 63 rows/s, ETA 107 s",
+        "[0:25]   soft labels ds=2024-01-10 shard 0: 2240/8000 rows (222 rows/s, ETA 35 s)",
+        "[0:35] fine_tune: finished in 0:25",
+        "[0:40]   ERROR: Task failed with exception",
+    ]
+
+
+def test_the_log_keeps_everything_and_a_failure_shows_its_end(tmp_path):
+    script = ("import sys\n" + "".join(f"print({line!r})\n" for line in AIRFLOW_OUTPUT)
+              + "print('ValueError: no teacher yet; run kd_teacher_bootstrap first')\nsys.exit(3)\n")
+    out = io.StringIO()
+    log = tmp_path / "logs" / "night.log"
+    assert follow([sys.executable, "-c", script], log, out=out, tail=2) == 3
+    assert log.read_text().splitlines() == AIRFLOW_OUTPUT + ["ValueError: no teacher yet; run kd_teacher_bootstrap first"]
+    terminal = out.getvalue().splitlines()
+    assert "fine_tune: started" in terminal[0] and "ETA 107 s" in terminal[1]
+    assert terminal[-3] == f"failed (exit status 3); the last lines of {log}:"
+    assert terminal[-1] == "ValueError: no teacher yet; run kd_teacher_bootstrap first"
+    assert not any("DagBag" in line or "GitWildMatch" in line for line in terminal)
