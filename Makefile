@@ -32,7 +32,7 @@ LOGS      := $(LOCAL_DIR)/logs
 # a long command's whole output into a log file, its task starts / ends and progress (ETA) on the terminal
 FOLLOW    := $(BIN)/python -m kd_tasks.follow --log
 
-.PHONY: install demo demo-fashion demo-intent test bench-quality bench-search bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
+.PHONY: install demo demo-fashion demo-catalogue demo-intent test bench-quality bench-search bench-sweep bench-intent bench-scale bench-s3-cas standalone clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ demo: install
 	@$(BIN)/airflow db migrate > $(LOGS)/airflow-db-migrate.log 2>&1 || (tail -30 $(LOGS)/airflow-db-migrate.log; exit 1)
 ifeq ($(DEMO_DATA),fashion)
 	@$(BIN)/python -m kd_tasks.cli load-fashion --label $(FASHION_LABEL) --gold-fraction $(FASHION_GOLD_FRACTION) \
+		--end-date $(DEMO_DS) --days $(DEMO_DAYS) --replace
+else ifeq ($(DEMO_DATA),file)
+	@test -n "$(FILE)" -a -n "$(TEXT_COLUMN)" -a -n "$(LABEL_COLUMN)" || \
+		(echo "make demo-catalogue needs FILE=, TEXT_COLUMN= and LABEL_COLUMN= (see README, Your own catalogue)"; exit 2)
+	@$(BIN)/python -m kd_tasks.cli load-catalogue "$(FILE)" --text-column "$(TEXT_COLUMN)" \
+		--label-column "$(LABEL_COLUMN)" $(if $(ID_COLUMN),--id-column "$(ID_COLUMN)") \
+		$(if $(DATE_COLUMN),--date-column "$(DATE_COLUMN)") --encoding $(ENCODING) --gold-fraction $(GOLD_FRACTION) \
 		--end-date $(DEMO_DS) --days $(DEMO_DAYS) --replace
 else
 	@$(BIN)/python -m kd_tasks.cli seed-demo --end-date $(DEMO_DS) --days $(DEMO_DAYS)
@@ -69,6 +76,14 @@ endif
 # its label set differs from the synthetic one, so it gets its own teacher and registry.
 demo-fashion:
 	$(MAKE) demo DEMO_DATA=fashion KD_HOME=$(CURDIR)/var/fashion
+
+# The same demo on your own catalogue file (CSV, CSV.gz, TSV or Parquet), in var/catalogue:
+#   make demo-catalogue FILE=shop.csv TEXT_COLUMN=title LABEL_COLUMN=category [ID_COLUMN=sku] [DATE_COLUMN=listed]
+#        [GOLD_FRACTION=0.2] [ENCODING=latin-1] [DEMO_ACCEPT_WEAK=true]
+GOLD_FRACTION ?= 1.0
+ENCODING ?= utf-8
+demo-catalogue:
+	$(MAKE) demo DEMO_DATA=file KD_HOME=$(CURDIR)/var/catalogue
 
 # Purchase intent on the real Taobao log (TAOBAO_FILE, default under KD_DATASETS), in var/intent:
 # load the events, train the tabular teacher, run kd_purchase_intent_nightly for two nights.
