@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -85,8 +86,16 @@ def follow(command: list[str], log_path: Path, out: TextIO = sys.stdout, tail: i
                 last.append(line)
                 yield line
 
-        for shown in progress_lines(lines()):
-            print(shown, file=out, flush=True)
+        try:
+            for shown in progress_lines(lines()):
+                print(shown, file=out, flush=True)
+        finally:  # stopped (Ctrl-C, a SIGTERM): the command stops too, never left running alone
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         status = proc.wait()
     if status:
         print(f"failed (exit status {status}); the last lines of {log_path}:", file=out)
@@ -104,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
+    signal.signal(signal.SIGTERM, _stop)
     return follow(command, args.log)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

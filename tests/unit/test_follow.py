@@ -1,6 +1,7 @@
 """``make demo``'s terminal: a long command's whole output goes to its log file, the terminal gets the
 task starts and ends and the pipeline's progress lines (with ETA), and a failure shows the log's end."""
 import io
+import os
 import sys
 
 from kd_tasks.follow import follow, progress_lines
@@ -43,3 +44,30 @@ def test_the_log_keeps_everything_and_a_failure_shows_its_end(tmp_path):
     assert terminal[-3] == f"failed (exit status 3); the last lines of {log}:"
     assert terminal[-1] == "ValueError: no teacher yet; run kd_teacher_bootstrap first"
     assert not any("DagBag" in line or "GitWildMatch" in line for line in terminal)
+
+
+def test_stopping_it_stops_the_command(tmp_path):
+    """A SIGTERM to the follower (a stopped ``make demo``) ends the command too: nothing keeps running."""
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "child.pid"
+    script = f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\nprint('started', flush=True)\ntime.sleep(120)\n"
+    follower = subprocess.Popen([sys.executable, "-m", "kd_tasks.follow", "--log", str(tmp_path / "x.log"), "--",
+                                 sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.1)
+    child = int(marker.read_text())
+    follower.send_signal(signal.SIGTERM)
+    assert follower.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the command outlived its follower"
+        time.sleep(0.1)
