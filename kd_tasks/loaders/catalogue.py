@@ -109,8 +109,6 @@ def parse_listing_date(value: Any) -> str | None:
 def gold_kept(product_id: str, gold_fraction: float) -> bool:
     """Whether a row keeps its category when only ``gold_fraction`` of the rows do: stable per product
     id (the same rows on every load), in steps of 1%."""
-    if not 0.0 <= gold_fraction <= 1.0:
-        raise InputError(f"gold fraction {gold_fraction} is not a share: give a number from 0 to 1")
     return gold_fraction >= 1.0 or is_holdout("gold:" + product_id, int(round(gold_fraction * 100)))
 
 
@@ -139,6 +137,8 @@ def iter_catalogue_rows(records: Iterable[Mapping[str, Any]], *, source: str, te
     counted from 1). The errors are raised after the last record: a loader that consumed the rows in
     one transaction rolls it back.
     """
+    if not 0.0 <= gold_fraction <= 1.0:
+        raise InputError(f"gold fraction {gold_fraction} is not a share: give a number from 0 to 1")
     seen: dict[str, int] = {}
     first_row: dict[str, int] = {}
     empty_ids, repeated, bad_dates = [], [], []
