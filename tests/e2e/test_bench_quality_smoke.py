@@ -84,3 +84,19 @@ def test_readme_table_block_is_replaced(tmp_path):
     readme.write_text("intro\n<!-- bench-quality:start -->\nold\n<!-- bench-quality:end -->\nafter\n")
     quality.update_readme(readme, "| new |\n")
     assert readme.read_text() == "intro\n<!-- bench-quality:start -->\n| new |\n<!-- bench-quality:end -->\nafter\n"
+
+
+def test_family_row_budget_is_a_seeded_sample_in_window_order():
+    import numpy as np
+
+    from kd_tasks.stages.window import Window
+
+    n = 50
+    w = Window([f"r{i}" for i in range(n)], [f"text {i}" for i in range(n)], ["a"] * n,
+               np.arange(n * 2, dtype=np.float32).reshape(n, 2), ["a", "b"], np.zeros(n, bool), ["2026-01-01"])
+    s = quality.sample_rows(w, 20, seed=0)
+    assert len(s.ids) == 20 and s.ids == sorted(s.ids, key=lambda i: int(i[1:]))
+    assert s.ids == quality.sample_rows(w, 20, seed=0).ids != quality.sample_rows(w, 20, seed=1).ids
+    assert [s.texts[k] for k in range(20)] == [f"text {i[1:]}" for i in s.ids]
+    assert (s.teacher_logits[:, 0] == [2 * int(i[1:]) for i in s.ids]).all()
+    assert quality.sample_rows(w, 0) is w and quality.sample_rows(w, n) is w
