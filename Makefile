@@ -40,7 +40,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# The MLflow server and UI in an environment of their own: the full mlflow package pins an older pyarrow
+# than the project's; the project itself logs through mlflow-skinny (pyproject.toml).
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow==3.17.2' 'psycopg2-binary>=2.9'
+	touch $@
+
+install: $(VENV)/.installed $(MLFLOW_VENV)/.installed
 
 # Seed a synthetic catalogue, bootstrap a teacher if none exists, run the nightly DAG for DEMO_DS,
 # print the report. Idempotent for DEMO_DS: a second run compares against the first one's champion.

@@ -201,10 +201,19 @@ def warehouse_engine(conn_id: str) -> Any:
     return hook.get_sqlalchemy_engine()
 
 
+def mlflow_tracking_uri() -> str | None:
+    """The MLflow tracking URI from the Airflow Variable ``kd_mlflow_tracking_uri`` (None: the
+    environment's ``KD_MLFLOW_TRACKING_URI`` / ``MLFLOW_TRACKING_URI``, else SQLite under the local
+    directory; ``off``: no mirror)."""
+    from airflow.sdk import Variable
+
+    return Variable.get("kd_mlflow_tracking_uri", default=None)
+
+
 def nightly_tasks(use_case: str) -> None:
     """The nightly chain inside a ``@dag``: extract -> plan soft labels -> label each (day, shard) as a
     mapped task on the teacher queue -> collect -> distill -> evaluate -> gate -> promote | record
-    candidate | hold -> report. Every task is a few lines around ``kd_tasks.nightly``;
+    candidate | hold -> report -> mirror to MLflow. Every task is a few lines around ``kd_tasks.nightly``;
     only the use case's name differs between DAGs (its declaration names the extract task)."""
     soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
 
@@ -314,8 +323,18 @@ def nightly_tasks(use_case: str) -> None:
 
             return write_report(resolved(context), run_ds(context), context["run_id"], evaluated["run_dir"])
 
+    @task(retries=3, retry_delay=dt.timedelta(minutes=2), retry_exponential_backoff=True)
+    def mirror_to_mlflow(report_path: str, **context) -> dict:
+        """After the promotion, never before it: an MLflow outage fails (and retries) this task alone."""
+        with task_guard():
+            from kd_tasks.nightly import mirror
+
+            return mirror(resolved(context), report_path, uri=mlflow_tracking_uri())
+
     pieces = plan_soft_labels(extract_rows())
     distilled = distill_student(collect_soft_labels(pieces, generate_soft_labels.expand(piece=pieces)))
     evaluated = evaluate_student(distilled)
     outcomes = [promote_student(evaluated), record_candidate(evaluated), hold_student(evaluated)]
-    gate_student(evaluated) >> outcomes >> write_report(evaluated)
+    report = write_report(evaluated)
+    gate_student(evaluated) >> outcomes >> report
+    mirror_to_mlflow(report)

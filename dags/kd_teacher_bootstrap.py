@@ -12,7 +12,8 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from kd_common import DEFAULT_ARGS, HEAVY_POOL, TEACHER_QUEUE, ds_param, task_guard, run_ds, warehouse_uri
+from kd_common import (DEFAULT_ARGS, HEAVY_POOL, TEACHER_QUEUE, ds_param, mlflow_tracking_uri, run_ds, task_guard,
+                       warehouse_uri)
 from kd_tasks.config import TeacherTrainConfig, override_schemas
 from kd_tasks.use_cases import USE_CASES
 
@@ -66,7 +67,16 @@ def kd_teacher_bootstrap():
                              publish_weak=params.get("publish_weak", False),
                              train={k: params[k] for k in TRAIN_PARAMS if params.get(k) is not None})
 
-    bootstrap_teacher()
+    @task(retries=3, retry_delay=dt.timedelta(minutes=2), retry_exponential_backoff=True)
+    def mirror_to_mlflow(result: dict, **context) -> dict:
+        """The bootstrap as an MLflow run, after the teacher is published: an MLflow outage fails this task alone."""
+        from kd_tasks.nightly import mirror_teacher, resolve_use_case
+
+        with task_guard():
+            params = context["params"]
+            return mirror_teacher(resolve_use_case(params["use_case"], {}), result, uri=mlflow_tracking_uri())
+
+    mirror_to_mlflow(bootstrap_teacher())
 
 
 kd_teacher_bootstrap()

@@ -145,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_use_case(p)
     p.add_argument("--version", default=None, help="a version under registry/<use_case>/versions/ (12 hex digits)")
 
+    p = sub.add_parser("mlflow-sync", help="bring the MLflow mirror up to the registry: every night's run, every "
+                                           "registered version, the production alias (after an MLflow outage, or "
+                                           "a rollback)")
+    _add_use_case(p)
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $KD_MLFLOW_TRACKING_URI, $MLFLOW_TRACKING_URI, else SQLite "
+                        "under the local directory)")
+
     p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, lost_race, rolled_back)")
     _add_use_case(p)
     p.add_argument("--last", type=int, default=20)
@@ -258,6 +266,15 @@ def _run(args: argparse.Namespace) -> int:
 
         version = _names.version(args.version) if args.version else None
         print(json.dumps(export_production(get_use_case(args.use_case), version=version)))
+    elif args.command == "mlflow-sync":
+        from .nightly import mirror
+        from .stages.mirror import ui_command
+
+        out = mirror(get_use_case(args.use_case), uri=args.tracking_uri)
+        if not out.get("off"):
+            print(f"MLflow {out['uri']}: experiment {out['experiment']}, {len(out['runs'] or {})} night run(s), "
+                  f"{len(out['versions'])} version(s) of {out['model']}, production = {out['production'] or '(none)'}")
+            print(f"open it: {ui_command(args.tracking_uri)}")
     elif args.command == "promotions":
         from .storage.registry import alias_version, promotion_log
 
@@ -297,12 +314,21 @@ def _report(args: argparse.Namespace) -> int:
             print(f"skipped: {exc}", file=sys.stderr)
             continue
         if isinstance(report, dict) and report.get("ds") == args.ds:
-            reports.append(report)
+            reports.append((report, p))
     if not reports:
         print(f"no run report for {args.use_case} ds={args.ds} under {kd_home() / 'runs'}; run the DAG first",
               file=sys.stderr)
         return 1
-    print(json.dumps(reports[-1], indent=2) if args.json else format_report(reports[-1]))
+    report, path = reports[-1]
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if not args.json:
+        from .stages.mirror import OFF, experiment_name, tracking_uri, ui_command
+
+        page = path.parent / "report.html"
+        if page.exists():
+            print(f"\nthe night's page, with plots: {page}")
+        if tracking_uri().lower() != OFF:
+            print(f"\nin MLflow (experiment {experiment_name(args.use_case)}, model kd_{args.use_case}): {ui_command()}")
     return 0
 
 

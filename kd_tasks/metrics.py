@@ -24,7 +24,22 @@ def coded_classification_metrics(gold: np.ndarray, pred: np.ndarray, names: Sequ
         "accuracy": float(accuracy_score(gold, pred)),
         "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
         "per_class_recall": {names[c]: float(r) for c, r in zip(labels, recall)},
+        "confusions": top_confusions(gold, pred, names),
     }
+
+
+def top_confusions(gold: np.ndarray, pred: np.ndarray, names: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+    """The ``top`` most frequent (gold, predicted) pairs with gold != predicted: rows and share of the
+    gold class's rows, most rows first (ties by name)."""
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    wrong = gold != pred
+    if not wrong.any():
+        return []
+    pairs, counts = np.unique(np.stack([gold[wrong], pred[wrong]], axis=1), axis=0, return_counts=True)
+    support = dict(zip(*np.unique(gold, return_counts=True)))
+    order = sorted(range(len(pairs)), key=lambda i: (-counts[i], names[pairs[i][0]], names[pairs[i][1]]))[:top]
+    return [{"gold": names[pairs[i][0]], "predicted": names[pairs[i][1]], "rows": int(counts[i]),
+             "share_of_gold": float(counts[i] / support[pairs[i][0]])} for i in order]
 
 
 def binary_metrics(gold: Sequence[int], logits: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -47,6 +62,9 @@ def binary_metrics(gold: Sequence[int], logits: np.ndarray, bins: int = 10) -> d
         "logloss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None,
         "ece": float(ece) if len(y) else None,
         "positives": int(y.sum()), "positive_rate": float(y.mean()) if len(y) else None,
+        # the reliability diagram: per non-empty bin, the mean predicted probability and the observed rate
+        "reliability": [{"bin": b, "mean_p": float(p[which == b].mean()), "observed": float(y[which == b].mean()),
+                         "rows": int((which == b).sum())} for b in range(bins) if (which == b).any()],
     }
 
 
@@ -241,6 +259,11 @@ def recall_at_k(retrieved: Sequence[Any], relevant: set[Any], k: int = 100) -> f
     return len(relevant.intersection(list(retrieved)[:k])) / len(relevant)
 
 
+# query buckets of the report's NDCG breakdown: by how many judged candidates a query has
+CANDIDATE_BUCKETS = (("1-3 candidates", 1, 3), ("4-6 candidates", 4, 6), ("7-10 candidates", 7, 10),
+                     ("11+ candidates", 11, 1 << 30))
+
+
 def ranking_metrics(queries: Sequence[Any], grades: Sequence[float], scores: np.ndarray,
                     teacher_scores: np.ndarray | None = None, k: int = 10, lowest: float = 1.0,
                     relevant_at: float = HIGHLY_RELEVANT) -> dict[str, Any]:
@@ -256,7 +279,9 @@ def ranking_metrics(queries: Sequence[Any], grades: Sequence[float], scores: np.
         raise ValueError(f"ranking metrics need one query, grade and score per row: got {len(queries)}, "
                          f"{len(grades_)}, {len(scores_)}")
     per: dict[str, list[float | None]] = {"ndcg": [], "rr": [], "tau": []}
+    sizes = []
     for rows in query_groups(queries):
+        sizes.append(len(rows))
         per["ndcg"].append(ndcg_at_k(grades_[rows], scores_[rows], k, lowest))
         per["rr"].append(reciprocal_rank(grades_[rows], scores_[rows], relevant_at))
         if teacher_scores is not None:
@@ -271,7 +296,10 @@ def ranking_metrics(queries: Sequence[Any], grades: Sequence[float], scores: np.
     out = {f"ndcg_at_{k}": mean(per["ndcg"]), "mrr": mean(per["rr"]),
            "spearman": None if rho is None or not np.isfinite(rho) else float(rho),
            "queries": len(per["ndcg"]), f"queries_ndcg_at_{k}": sum(v is not None for v in per["ndcg"]),
-           "queries_mrr": sum(v is not None for v in per["rr"]), "per_query_ndcg": per["ndcg"]}
+           "queries_mrr": sum(v is not None for v in per["rr"]), "per_query_ndcg": per["ndcg"],
+           "ndcg_by_candidates": {name: mean([v for v, n in zip(per["ndcg"], sizes) if lo <= n <= hi])
+                                  for name, lo, hi in CANDIDATE_BUCKETS
+                                  if any(lo <= n <= hi for n in sizes)}}
     if teacher_scores is not None:
         out["kendall_tau_vs_teacher"] = mean(per["tau"])
         out["queries_kendall_tau"] = sum(v is not None for v in per["tau"])

@@ -231,5 +231,23 @@ def write_report(use_case: UseCase, ds: str, run_id: str, run_dir: str) -> str:
     report = {"use_case": use_case.name, "ds": ds, "run_id": run_id,
               **{fact: run.read(fact) for fact in ("soft_labels", "evaluation", "gate", "outcome")}}
     path = run.write("report", report)
-    log.info("run report %s\n%s", path, format_report(report))
+    from .stages.html_report import write_html
+
+    page = write_html(use_case.name, report, run.path / "report.html")
+    log.info("run report %s (the page with plots: %s)\n%s", path, page, format_report(report))
     return str(path)
+
+
+def mirror(use_case: UseCase, report_path: str | None = None, uri: str | None = None) -> dict[str, Any]:
+    """Mirror the night of ``report_path`` into MLflow (None: every night of the use case), with every
+    registered version and the production alias as the registry has them (``stages.mirror``)."""
+    from .stages.mirror import mirror as mirror_to_mlflow
+
+    return mirror_to_mlflow(use_case, None if report_path is None else [report_path], uri)
+
+
+def mirror_teacher(use_case: UseCase, result: dict[str, Any], uri: str | None = None) -> dict[str, Any]:
+    """Log a teacher bootstrap (``bootstrap``'s result) as its own MLflow run."""
+    from .stages.mirror import mirror_teacher as log_teacher
+
+    return log_teacher(use_case, result, uri)

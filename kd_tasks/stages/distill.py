@@ -276,8 +276,12 @@ def _distill(use_case: UseCase, ds: str, teacher_version: str, run: RunDir, home
     family = {"family": use_case.student_family, "feature_names": use_case.input_columns}
     if getattr(student_class(use_case.student_family), "from_teacher", False):
         family["teacher_dir"] = local_teacher(use_case.resolved_teacher_dir())
+    started = time.perf_counter()
     student = train_student(train, cfg, init, "student_kd", **family)
+    seconds = {"student": round(time.perf_counter() - started, 2)}
+    started = time.perf_counter()
     baseline = train_student(train, replace(cfg, alpha=0.0), None, "student_hard", **family)
+    seconds["baseline"] = round(time.perf_counter() - started, 2)
 
     empty = train.empty[student.features_key()]
     if empty:
@@ -291,7 +295,7 @@ def _distill(use_case: UseCase, ds: str, teacher_version: str, run: RunDir, home
     fact = {"use_case": use_case.name, "ds": ds, "teacher_version": teacher_version, "labelling": labelling,
             "distill": asdict(cfg), "window": scan.days, "warm_started_from": warm_from,
             "champion_version": champion_version, "models": models,
-            "train_rows": len(train), "gold_rows": n_gold, "empty_input_rows": empty,
+            "train_rows": len(train), "gold_rows": n_gold, "train_seconds": seconds, "empty_input_rows": empty,
             "empty_input_share": round(empty / max(len(train), 1), 6)}
     run.write("distill", fact)
     return fact

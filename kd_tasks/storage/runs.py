@@ -12,6 +12,7 @@ predecessors wrote. A missing or damaged file names the task to clear.
     gate.json          evaluate_student: every gate check, the decision and the action
     outcome.json       promote_student / record_candidate / hold_student
     report.json        write_report: all of the above in one file
+    report.html        write_report: the same as a page with plots (stages.html_report)
 """
 from __future__ import annotations
 

@@ -55,7 +55,12 @@ def test_nightly_dag_shape(dagbag, dag_id, extract):
     assert dag.catchup is False and dag.max_active_runs == 1
     assert set(dag.task_ids) == {extract, "plan_soft_labels", "generate_soft_labels", "collect_soft_labels",
                                  "distill_student", "evaluate_student", "gate_student", "promote_student",
-                                 "record_candidate", "hold_student", "write_report"}
+                                 "record_candidate", "hold_student", "write_report", "mirror_to_mlflow"}
+    # the MLflow mirror comes after the promotion and the report, blocks nothing and retries on its own
+    mirror = dag.get_task("mirror_to_mlflow")
+    assert mirror.upstream_task_ids == {"write_report"} and not mirror.downstream_task_ids
+    assert mirror.retries >= 2
+    assert dag.get_task("promote_student").downstream_task_ids == {"write_report"}
     labels = dag.get_task("generate_soft_labels")
     assert labels.is_mapped and labels.queue == "teacher"  # one task per (day, shard), on the teacher's workers
     assert labels.upstream_task_ids == {"plan_soft_labels"}
@@ -161,3 +166,9 @@ def test_a_deterministic_input_error_fails_at_once_without_retries(airflow_db, d
         ti = session.query(TaskInstance).filter(TaskInstance.dag_id == NIGHTLY, TaskInstance.run_id == run.run_id,
                                                 TaskInstance.task_id == "extract_products").one()
         assert str(getattr(ti.state, "value", ti.state)) == "failed" and ti.try_number == 1
+
+
+def test_the_teacher_bootstrap_is_mirrored_after_it_is_published(dagbag):
+    dag = dagbag.dags["kd_teacher_bootstrap"]
+    mirror = dag.get_task("mirror_to_mlflow")
+    assert mirror.upstream_task_ids == {"bootstrap_teacher"} and mirror.retries >= 2

@@ -85,6 +85,22 @@ def test_bootstrap_then_nightly_promotes_then_holds_on_dry_run(airflow_db, dagba
     assert champion["manifest"]["teacher_version"] == manifest["version"]
     assert champion["manifest"]["data_window"] == [DS]
     assert champion["manifest"]["sql_hash"] == lake.partition_info(extract.parent)["sql_hash"]
+    # the mirror task logged the night and the version in the default MLflow store (SQLite under KD_HOME)
+    assert states["mirror_to_mlflow"] == "success", states
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{kd_home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.get_model_version_by_alias("kd_product_category", "production").tags["kd_version"] \
+        == champion["version"]
+    experiment = client.get_experiment_by_name("kd/product_category")
+    assert experiment.artifact_location == (kd_home / "mlflow" / "artifacts").as_uri()  # not ./mlruns of the cwd
+    exp = experiment.experiment_id
+    (teacher_run,) = client.search_runs([exp], filter_string="tags.kd_kind = 'teacher'")  # the bootstrap's own run
+    assert teacher_run.data.tags["kd_teacher_version"] == manifest["version"]
+    assert teacher_run.data.metrics["verdict.weak"] == 1.0
+    assert teacher_run.data.metrics["verdict.tfidf_lr.teacher_minus"] == pytest.approx(
+        verdict["baselines"]["tfidf_lr"]["teacher_minus"])
 
     # A second run for the same date is idempotent for the data and evaluates against the champion;
     # dry_run keeps it from promoting whatever the gate says.
