@@ -17,11 +17,63 @@ from kd_tasks.config import param_schemas
 from kd_tasks.use_cases import get_use_case
 from kd_tasks.names import DATE_PATTERN, VERSION_PATTERN, InputError
 
+
+def alert_notifiers() -> list[Any]:
+    """Failure and retry notifiers, from the environment of the process that parses the DAG files:
+    ``KD_ALERT_EMAIL`` (comma-separated addresses) through the SMTP connection ``KD_ALERT_SMTP_CONN_ID``
+    (default ``smtp_default``; the sender is ``KD_ALERT_FROM``, else the connection's ``from_email``),
+    and ``KD_ALERT_SLACK_CONN_ID`` (+ ``KD_ALERT_SLACK_CHANNEL``) through the Slack provider."""
+    out: list[Any] = []
+    to = [a.strip() for a in os.environ.get("KD_ALERT_EMAIL", "").split(",") if a.strip()]
+    if to:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        out.append(SmtpNotifier(to=to, from_email=os.environ.get("KD_ALERT_FROM") or None,
+                                smtp_conn_id=os.environ.get("KD_ALERT_SMTP_CONN_ID", "smtp_default")))
+    slack = os.environ.get("KD_ALERT_SLACK_CONN_ID")
+    if slack:
+        try:
+            from airflow.providers.slack.notifications.slack import SlackNotifier
+        except ImportError as exc:
+            raise ImportError("KD_ALERT_SLACK_CONN_ID is set but the Slack provider is not installed: pip install "
+                              "apache-airflow-providers-slack in the Airflow environment") from exc
+        out.append(SlackNotifier(slack_conn_id=slack, channel=os.environ.get("KD_ALERT_SLACK_CHANNEL", "#kd-alerts"),
+                                 text=":red_circle: {{ ti.dag_id }}.{{ ti.task_id }} {{ ti.state }} (try "
+                                      "{{ ti.try_number }}), ds={{ params.ds or ds }}: {{ ti.log_url }}"))
+    return out
+
+
+def deadline_alert() -> Any:
+    """``KD_NIGHTLY_DEADLINE_HOURS``: a nightly run not finished this many hours after its logical date
+    (the start of the day it processes; 30 = 06:00 UTC the next morning for @daily) alerts the
+    ``KD_ALERT_EMAIL`` addresses (an Airflow 3.1+ deadline alert, run by the triggerer). None when unset."""
+    hours = os.environ.get("KD_NIGHTLY_DEADLINE_HOURS")
+    to = [a.strip() for a in os.environ.get("KD_ALERT_EMAIL", "").split(",") if a.strip()]
+    if not hours:
+        return None
+    if not to:
+        raise ValueError("KD_NIGHTLY_DEADLINE_HOURS is set but KD_ALERT_EMAIL is not: name who to tell")
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE, interval=dt.timedelta(hours=float(hours)),
+        callback=AsyncCallback(SmtpNotifier, kwargs={
+            "to": to, "from_email": os.environ.get("KD_ALERT_FROM") or None,
+            "smtp_conn_id": os.environ.get("KD_ALERT_SMTP_CONN_ID", "smtp_default"),
+            "subject": f"[kd] nightly run missed its deadline ({hours} h after its logical date)",
+            "html_content": "The nightly run {{ dag_run.dag_id }} {{ dag_run.run_id }} has not finished "
+                            f"{hours} hours after its logical date."}))
+
+
+_NOTIFIERS = alert_notifiers()
 DEFAULT_ARGS = {
     "owner": "ml-platform",
     "retries": 2,
     "retry_delay": dt.timedelta(minutes=5),
     "execution_timeout": dt.timedelta(hours=2),
+    **({"on_failure_callback": _NOTIFIERS, "on_retry_callback": _NOTIFIERS} if _NOTIFIERS else {}),
 }
 HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: create it with 1-2 slots
 # The Celery queue of the teacher's tasks (soft labels, fine-tuning): GPU workers serve only this one.

@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag
 
-from kd_common import DEFAULT_ARGS, distill_params, nightly_tasks
+from kd_common import DEFAULT_ARGS, deadline_alert, distill_params, nightly_tasks
 
 USE_CASE = "product_category"
 
@@ -25,6 +25,7 @@ USE_CASE = "product_category"
     catchup=False,
     max_active_runs=1,  # runs depend on earlier dates (training window, warm start): one at a time, in order
     default_args=DEFAULT_ARGS,
+    deadline=deadline_alert(),  # KD_NIGHTLY_DEADLINE_HOURS (README, Alerts)
     params=distill_params(USE_CASE),
     tags=["kd", USE_CASE, "nightly"],
     doc_md=__doc__,
