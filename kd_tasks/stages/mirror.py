@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -229,8 +230,6 @@ def _log_night(client: Any, experiment_id: str, use_case: UseCase, report_path: 
                                    f"outcome: {outcome.get('outcome')}"}
     run = client.create_run(experiment_id, tags=tags)
     rid = run.info.run_id
-    import time
-
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in sorted(night_metrics(report, distilled).items())]
     params = [Param(k, v) for k, v in sorted(night_params(use_case, report, distilled).items())]
@@ -389,8 +388,6 @@ def mirror_teacher(use_case: UseCase, result: dict[str, Any], uri: str | None = 
                 "kd_published": str(bool(result.get("published"))), "kd_weak_teacher": str(bool(verdict.get("weak"))),
                 "mlflow.runName": f"teacher {version}", "mlflow.note.content": str(verdict.get("reason", ""))}
         run = client.create_run(experiment_id, tags=tags)
-        import time
-
         now = int(time.time() * 1000)
         params = {"teacher_version": version, "teacher_family": use_case.teacher_family,
                   **{_key("provenance", k): json.dumps(v) if isinstance(v, (dict, list)) else str(v)
