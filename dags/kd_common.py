@@ -18,18 +18,25 @@ from kd_tasks.use_cases import get_use_case
 from kd_tasks.names import DATE_PATTERN, VERSION_PATTERN, InputError
 
 
+def _alert_email() -> dict[str, Any]:
+    """The SmtpNotifier arguments of ``KD_ALERT_EMAIL`` / ``KD_ALERT_FROM`` / ``KD_ALERT_SMTP_CONN_ID``
+    (``to`` empty when no address is set)."""
+    return {"to": [a.strip() for a in os.environ.get("KD_ALERT_EMAIL", "").split(",") if a.strip()],
+            "from_email": os.environ.get("KD_ALERT_FROM") or None,
+            "smtp_conn_id": os.environ.get("KD_ALERT_SMTP_CONN_ID", "smtp_default")}
+
+
 def alert_notifiers() -> list[Any]:
     """Failure and retry notifiers, from the environment of the process that parses the DAG files:
     ``KD_ALERT_EMAIL`` (comma-separated addresses) through the SMTP connection ``KD_ALERT_SMTP_CONN_ID``
     (default ``smtp_default``; the sender is ``KD_ALERT_FROM``, else the connection's ``from_email``),
     and ``KD_ALERT_SLACK_CONN_ID`` (+ ``KD_ALERT_SLACK_CHANNEL``) through the Slack provider."""
     out: list[Any] = []
-    to = [a.strip() for a in os.environ.get("KD_ALERT_EMAIL", "").split(",") if a.strip()]
-    if to:
+    email = _alert_email()
+    if email["to"]:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        out.append(SmtpNotifier(to=to, from_email=os.environ.get("KD_ALERT_FROM") or None,
-                                smtp_conn_id=os.environ.get("KD_ALERT_SMTP_CONN_ID", "smtp_default")))
+        out.append(SmtpNotifier(**email))
     slack = os.environ.get("KD_ALERT_SLACK_CONN_ID")
     if slack:
         try:
@@ -48,10 +55,10 @@ def deadline_alert() -> Any:
     (the start of the day it processes; 30 = 06:00 UTC the next morning for @daily) alerts the
     ``KD_ALERT_EMAIL`` addresses (an Airflow 3.1+ deadline alert, run by the triggerer). None when unset."""
     hours = os.environ.get("KD_NIGHTLY_DEADLINE_HOURS")
-    to = [a.strip() for a in os.environ.get("KD_ALERT_EMAIL", "").split(",") if a.strip()]
+    email = _alert_email()
     if not hours:
         return None
-    if not to:
+    if not email["to"]:
         raise ValueError("KD_NIGHTLY_DEADLINE_HOURS is set but KD_ALERT_EMAIL is not: name who to tell")
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
     from airflow.sdk.definitions.callback import AsyncCallback
@@ -60,8 +67,7 @@ def deadline_alert() -> Any:
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE, interval=dt.timedelta(hours=float(hours)),
         callback=AsyncCallback(SmtpNotifier, kwargs={
-            "to": to, "from_email": os.environ.get("KD_ALERT_FROM") or None,
-            "smtp_conn_id": os.environ.get("KD_ALERT_SMTP_CONN_ID", "smtp_default"),
+            **email,
             "subject": f"[kd] nightly run missed its deadline ({hours} h after its logical date)",
             "html_content": "The nightly run {{ dag_run.dag_id }} {{ dag_run.run_id }} has not finished "
                             f"{hours} hours after its logical date."}))

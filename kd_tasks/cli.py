@@ -322,13 +322,14 @@ def _report(args: argparse.Namespace) -> int:
     report, path = reports[-1]
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if not args.json:
-        from .stages.mirror import OFF, experiment_name, tracking_uri, ui_command
+        from .stages.mirror import OFF, experiment_name, model_name, tracking_uri, ui_command
 
         page = path.parent / "report.html"
         if page.exists():
             print(f"\nthe night's page, with plots: {page}")
         if tracking_uri().lower() != OFF:
-            print(f"\nin MLflow (experiment {experiment_name(args.use_case)}, model kd_{args.use_case}): {ui_command()}")
+            print(f"\nin MLflow (experiment {experiment_name(args.use_case)}, model {model_name(args.use_case)}): "
+                  f"{ui_command()}")
     return 0
 
 

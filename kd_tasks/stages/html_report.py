@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..storage import fs
 from ..storage.runs import reports
-from .report import COLUMNS, _cell
+from .report import COLUMNS, cell
 
 NIGHTS = 30  # nights in the trend
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c", "champion": "#55a868"}
@@ -44,23 +44,34 @@ def _img(title: str, data: str, alt: str) -> str:
             f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>')
 
 
+def _grouped_bars(models: dict[str, dict[str, Any]], names: Sequence[str], key: str, groups: Sequence[str],
+                  ylabel: str, width: float, rotate: bool, ylim: float | None = None) -> str:
+    """One bar per model in ``names`` for each of ``groups``, the value ``models[name][key][group]``."""
+    fig, ax = _figure(width, 3.8 if rotate else 3.6)
+    bar = 0.8 / len(names)
+    for i, n in enumerate(names):
+        values = models[n][key]
+        ax.bar([k + i * bar for k in range(len(groups))], [values.get(g) or 0.0 for g in groups], bar,
+               label=n, color=COLORS.get(n))
+    ax.set_xticks([k + bar * (len(names) - 1) / 2 for k in range(len(groups))])
+    if rotate:
+        ax.set_xticklabels(groups, rotation=60, ha="right", fontsize=8)
+    else:
+        ax.set_xticklabels(groups)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def per_class_recall_plot(models: dict[str, dict[str, Any]]) -> str | None:
     names = [n for n in ("teacher", "student", "champion") if models.get(n, {}).get("per_class_recall")]
     if not names:
         return None
     classes = sorted(models[names[0]]["per_class_recall"])
-    fig, ax = _figure(max(8.0, 0.28 * len(classes) * len(names)), 3.8)
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        recall = models[n]["per_class_recall"]
-        ax.bar([k + i * width for k in range(len(classes))], [recall.get(c, 0.0) for c in classes], width,
-               label=n, color=COLORS.get(n))
-    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(classes))])
-    ax.set_xticklabels(classes, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("recall")
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _grouped_bars(models, names, "per_class_recall", classes, "recall",
+                         max(8.0, 0.28 * len(classes) * len(names)), rotate=True, ylim=1.05)
 
 
 def confusions_plot(model: dict[str, Any]) -> str | None:
@@ -97,18 +108,8 @@ def ndcg_buckets_plot(models: dict[str, dict[str, Any]], metric: str) -> str | N
     names = [n for n in ("teacher", "student", "baseline", "champion") if models.get(n, {}).get("ndcg_by_candidates")]
     if not names:
         return None
-    buckets = list(models[names[0]]["ndcg_by_candidates"])
-    fig, ax = _figure()
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        values = models[n]["ndcg_by_candidates"]
-        ax.bar([k + i * width for k in range(len(buckets))], [values.get(b) or 0.0 for b in buckets], width,
-               label=n, color=COLORS.get(n))
-    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(buckets))])
-    ax.set_xticklabels(buckets)
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _grouped_bars(models, names, "ndcg_by_candidates", list(models[names[0]]["ndcg_by_candidates"]),
+                         metric.replace("_", " "), 8.0, rotate=False)
 
 
 def agreement_plot(models: dict[str, dict[str, Any]]) -> str | None:
@@ -206,7 +207,7 @@ def render(report: dict[str, Any], nights: Sequence[dict[str, Any]] | None = Non
     columns = [c for c in COLUMNS if any(m.get(c[0]) is not None for m in models.values())]
     table = ["<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t, _ in columns) + "</tr>"]
     for name, m in models.items():
-        table.append(f"<tr><td>{e(name)}</td>" + "".join(f'<td class="n">{e(_cell(m, k, f))}</td>'
+        table.append(f"<tr><td>{e(name)}</td>" + "".join(f'<td class="n">{e(cell(m, k, f))}</td>'
                                                          for k, _, f in columns) + "</tr>")
     table.append("</table>")
     checks = ["<h2>Gate checks</h2><table><tr><th>check</th><th>verdict</th><th>value</th><th>threshold</th>"

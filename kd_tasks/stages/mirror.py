@@ -152,10 +152,10 @@ def night_metrics(report: dict[str, Any], distilled: dict[str, Any] | None = Non
         for k, v in metrics.items():
             if isinstance(v, dict):
                 for sub, x in v.items():
-                    if _number(x) is not None:
-                        out[_key(model, k, sub)] = _number(x)
-            elif _number(v) is not None:
-                out[_key(model, k)] = _number(v)
+                    if (n := _number(x)) is not None:
+                        out[_key(model, k, sub)] = n
+            elif (n := _number(v)) is not None:
+                out[_key(model, k)] = n
     for name, c in (ev.get("comparisons") or {}).items():
         for k in ("delta", "low", "high", "units"):
             if _number(c.get(k)) is not None:
@@ -177,6 +177,10 @@ def night_metrics(report: dict[str, Any], distilled: dict[str, Any] | None = Non
     return out
 
 
+def _param(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
 def night_params(use_case: UseCase, report: dict[str, Any], distilled: dict[str, Any] | None) -> dict[str, str]:
     ev = report["evaluation"]
     params = {"use_case": use_case.name, "ds": report["ds"], "run_id": report["run_id"],
@@ -184,9 +188,9 @@ def night_params(use_case: UseCase, report: dict[str, Any], distilled: dict[str,
               "data_window": ",".join(ev.get("window") or []), "metric": ev.get("metric") or "",
               "sql_file": use_case.extract_sql}
     for k, v in ((distilled or {}).get("distill") or {}).items():
-        params[_key("distill", k)] = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        params[_key("distill", k)] = _param(v)
     for k, v in asdict(use_case.gate).items():
-        params[_key("gate_config", k)] = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        params[_key("gate_config", k)] = _param(v)
     return {k: v[:6000] for k, v in params.items()}
 
 
@@ -203,13 +207,12 @@ def _find_run(client: Any, experiment_id: str, key: str) -> Any:
     return finished[0] if finished else None
 
 
-def _log_night(client: Any, experiment_id: str, use_case: UseCase, report_path: Any) -> str:
-    """The night of ``report_path`` as a finished MLflow run (once); its MLflow run id."""
+def _log_night(client: Any, experiment_id: str, use_case: UseCase, report_path: Any, report: dict[str, Any]) -> str:
+    """The night of ``report`` (read from ``report_path``) as a finished MLflow run (once); its MLflow run id."""
     from mlflow.entities import Metric, Param
 
     from .report import format_report
 
-    report = json.loads(fs.as_path(report_path).read_text())
     key = run_key(use_case.name, report["ds"], report["run_id"])
     existing = _find_run(client, experiment_id, key)
     if existing is not None:
@@ -350,7 +353,7 @@ def mirror(use_case: UseCase, report_paths: list[Any] | None = None, uri: str | 
         run_ids = {}
         for p in paths:
             report = json.loads(p.read_text())
-            run_ids[(report["ds"], report["run_id"])] = _log_night(client, experiment_id, use_case, p)
+            run_ids[(report["ds"], report["run_id"])] = _log_night(client, experiment_id, use_case, p, report)
         versions = _mirrored_versions(client, model_name(use_case.name))
         known = registry.known_versions(use_case.name)
         logged = list(dict.fromkeys(e["version"] for e in registry.promotion_log(use_case.name) if e.get("version")))
@@ -360,7 +363,7 @@ def mirror(use_case: UseCase, report_paths: list[Any] | None = None, uri: str | 
         production = _sync_alias(client, use_case, versions)
     log.info("MLflow at %s: %d night run(s), %d version(s), %s@%s = %s; open it with: %s", redact(uri), len(run_ids),
              len(versions), model_name(use_case.name), ALIAS, production or "(none)", ui_command(uri))
-    return {"uri": redact(uri), "experiment": experiment_name(use_case.name), "runs": run_ids and
+    return {"uri": redact(uri), "experiment": experiment_name(use_case.name), "runs":
             {f"{ds} {rid}": r for (ds, rid), r in run_ids.items()}, "versions": versions, "production": production,
             "model": model_name(use_case.name)}
 
@@ -390,10 +393,8 @@ def mirror_teacher(use_case: UseCase, result: dict[str, Any], uri: str | None = 
         run = client.create_run(experiment_id, tags=tags)
         now = int(time.time() * 1000)
         params = {"teacher_version": version, "teacher_family": use_case.teacher_family,
-                  **{_key("provenance", k): json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                     for k, v in (manifest.get("provenance") or {}).items()},
-                  **{_key("train", k): json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                     for k, v in (manifest.get("train_config") or {}).items()}}
+                  **{_key("provenance", k): _param(v) for k, v in (manifest.get("provenance") or {}).items()},
+                  **{_key("train", k): _param(v) for k, v in (manifest.get("train_config") or {}).items()}}
         metrics = [Metric("validation." + str((manifest.get("validation") or {}).get("metric", "metric")), float(v),
                           now, step) for step, v in enumerate((manifest.get("validation") or {}).get("history") or [],
                                                               start=1)]

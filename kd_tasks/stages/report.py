@@ -11,7 +11,7 @@ COLUMNS = (("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"
            ("p50_ms_b1", "p50 b1 ms", "{:.3f}"), ("p50_ms_b64", "p50 b64 ms", "{:.2f}"))
 
 
-def _cell(model: dict[str, Any], key: str, fmt: str) -> str:
+def cell(model: dict[str, Any], key: str, fmt: str) -> str:
     value = model.get(key)
     return "-" if value is None else fmt.format(value)
 
@@ -33,7 +33,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     columns = [c for c in COLUMNS if any(m.get(c[0]) is not None for m in ev["models"].values())]
     header = ["model"] + [title for _, title, _ in columns]
-    rows = [[name] + [_cell(m, key, fmt) for key, _, fmt in columns] for name, m in ev["models"].items()]
+    rows = [[name] + [cell(m, key, fmt) for key, _, fmt in columns] for name, m in ev["models"].items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
