@@ -51,7 +51,8 @@ $(MLFLOW_VENV)/.installed:
 
 install: $(VENV)/.installed $(MLFLOW_VENV)/.installed
 
-# Seed a synthetic catalogue, bootstrap a teacher if none exists, run the nightly DAG for DEMO_DS,
+# Seed a synthetic catalogue, bootstrap a teacher if none exists, run the nightly DAG for DEMO_DS (no one
+# to ask for an approval: approval off),
 # print the report. Idempotent for DEMO_DS: a second run compares against the first one's champion.
 demo: install
 	@mkdir -p $(LOGS)
@@ -78,7 +79,7 @@ endif
 	fi
 	@echo "running kd_product_category_nightly for $(DEMO_DS) (log: $(LOGS)/kd_product_category_nightly.log)"
 	@$(FOLLOW) $(LOGS)/kd_product_category_nightly.log -- $(BIN)/airflow dags test kd_product_category_nightly $(DEMO_DS) \
-		-c '{"extract_lookback_days": $(DEMO_DAYS), "accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}'
+		-c '{"extract_lookback_days": $(DEMO_DAYS), "accept_weak_teacher": $(DEMO_ACCEPT_WEAK), "approval": "off"}'
 	@$(BIN)/python -m kd_tasks.cli report --ds $(DEMO_DS)
 
 # The same demo on the real Fashion Product Images catalogue, in its own KD_HOME (var/fashion):
@@ -117,7 +118,7 @@ _demo-intent:
 	@for ds in $(INTENT_DAYS); do \
 		echo "running kd_purchase_intent_nightly for $$ds (log: $(LOGS)/kd_purchase_intent_nightly-$$ds.log)"; \
 		$(FOLLOW) $(LOGS)/kd_purchase_intent_nightly-$$ds.log -- \
-			$(BIN)/airflow dags test kd_purchase_intent_nightly $$ds -c '{"accept_weak_teacher": $(DEMO_ACCEPT_WEAK)}' \
+			$(BIN)/airflow dags test kd_purchase_intent_nightly $$ds -c '{"accept_weak_teacher": $(DEMO_ACCEPT_WEAK), "approval": "off"}' \
 			|| exit 1; \
 	done
 	@$(BIN)/python -m kd_tasks.cli report --use-case purchase_intent --ds $(lastword $(INTENT_DAYS))

@@ -1,5 +1,5 @@
 """A real Airflow in its production shape, for the tests and benchmarks that need one: the api-server,
-dag-processor and scheduler as processes, metadata in a database of its own on PostgreSQL, the
+dag-processor, scheduler and triggerer as processes, metadata in a database of its own on PostgreSQL, the
 CeleryExecutor (LocalExecutor beside it) with a Redis broker, ``airflow celery worker`` processes
 on named queues, the ``kd_heavy`` pool. Every process is stopped by its process group at the end.
 """
@@ -112,14 +112,20 @@ class Cluster:
         assert status == 200, body
         return body["dag_runs"]
 
-    def trigger(self, dag_id: str, conf: dict, timeout: float = 420) -> str:
-        """Trigger ``dag_id`` with ``conf`` and wait for its run to succeed; returns the run id."""
+    def trigger(self, dag_id: str, conf: dict, timeout: float = 420, wait: bool = True) -> str:
+        """Trigger ``dag_id`` with ``conf`` and (``wait``) wait for its run to succeed; returns the run id."""
         status, body = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
         assert status == 200, body
         run_id = body["dag_run_id"]
-        self.wait(f"{dag_id} run {run_id}",
-                  lambda: finished([r for r in self.runs(dag_id) if r["dag_run_id"] == run_id], 1), timeout=timeout)
+        if wait:
+            self.wait_run(dag_id, run_id, timeout)
         return run_id
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 420) -> dict:
+        """Wait for the run ``run_id`` of ``dag_id`` to succeed; returns it."""
+        return self.wait(f"{dag_id} run {run_id}",
+                         lambda: finished([r for r in self.runs(dag_id) if r["dag_run_id"] == run_id], 1),
+                         timeout=timeout)[0]
 
     def map_indexes_run_by(self, worker: str, run_id: str, task_id: str) -> set[int]:
         """Map indexes of ``task_id`` of ``run_id`` that the Celery worker ``worker`` executed (its log)."""
@@ -205,6 +211,7 @@ def start(c: Cluster, workers: Sequence[tuple[str, str]], dag_ids: Sequence[str]
     c.start("api-server", "--port", str(c.port))
     c.start("dag-processor")
     c.start("scheduler")
+    c.start("triggerer")  # deferred tasks and deadline-alert callbacks (approvals wait without it on 3.3)
     for name, queues in workers:
         c.start("celery", "worker", "--queues", queues, "--concurrency", "1", "--celery-hostname",
                 f"{name}@%h", name=name, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from typing import Any, Iterator
 
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Asset, Param, task
 
 from kd_tasks import names
@@ -69,8 +70,22 @@ def deadline_alert() -> Any:
         callback=AsyncCallback(SmtpNotifier, kwargs={
             **email,
             "subject": f"[kd] nightly run missed its deadline ({hours} h after its logical date)",
-            "html_content": "The nightly run {{ dag_run.dag_id }} {{ dag_run.run_id }} has not finished "
+            # the triggerer renders it with the run as the REST API shows it (DAGRunResponse: dag_run_id)
+            "html_content": "The nightly run {{ dag_run.dag_id }} {{ dag_run.dag_run_id }} (logical date "
+                            "{{ dag_run.logical_date }}, state {{ dag_run.state }}) has not finished "
                             f"{hours} hours after its logical date."}))
+
+
+def approval_notifiers() -> list[Any]:
+    """Who hears that a promotion waits for approval: the ``KD_ALERT_EMAIL`` addresses."""
+    email = _alert_email()
+    if not email["to"]:
+        return []
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return [SmtpNotifier(**email, subject="[kd] a promotion waits for your approval: {{ ti.dag_id }} {{ ti.run_id }}",
+                         html_content="The task {{ ti.task_id }} of {{ ti.dag_id }} run {{ ti.run_id }} waits for "
+                                      "Promote or Hold in Airflow's Required Actions: {{ ti.log_url }}")]
 
 
 _NOTIFIERS = alert_notifiers()
@@ -190,6 +205,13 @@ def distill_params(use_case: str = "product_category") -> dict[str, Param]:
         "allow_backfill_promotion": Param(False, type="boolean",
                                           description="Let a backfill run move the production alias; by "
                                                       "default backfills only record candidates."),
+        "approval": Param("when_needed", type="string", enum=["when_needed", "off"],
+                          description="when_needed: a forced or borderline promotion waits in approve_promotion "
+                                      "for a person (Airflow's Required Actions); off: never waits (no one to "
+                                      "ask, e.g. airflow dags test)."),
+        "approval_timeout_minutes": Param(APPROVAL_TIMEOUT_MINUTES, type="integer", minimum=1,
+                                          description="Minutes a promotion waits for an answer; then it is "
+                                                      "held (the default answer), logged as rejected."),
         "on_empty": Param("fail", type="string", enum=["fail", "skip"],
                           description="An empty extract window fails the run, or skips the rest of it."),
         "warehouse_conn_id": Param("", type="string",
@@ -268,10 +290,65 @@ def mlflow_tracking_uri() -> str | None:
     return Variable.get("kd_mlflow_tracking_uri", default=None)
 
 
+APPROVAL_TIMEOUT_MINUTES = 12 * 60  # a night's promotion waits at most this long for a person, then holds
+
+
+class PromotionApproval(HITLBranchOperator):
+    """``approve_promotion``: between the gate and the promotion. A promotion that needs no approval
+    (the gate passed cleanly, or the ``approval`` Param is ``off``) goes straight to ``promote_student``;
+    a forced or borderline one waits for a person to choose Promote (-> ``promote_student``) or Hold
+    (-> ``reject_promotion``) in Airflow's Required Actions (or its REST API), and holds by default
+    when ``approval_timeout_minutes`` pass without an answer. The answer (who, what, when, or the
+    timeout) is this task's XCom ``approval``, written to the promotion log by the next task."""
+
+    PROMOTE, HOLD = "Promote", "Hold"
+
+    def __init__(self, *, use_case: str, **kwargs: Any) -> None:
+        super().__init__(subject=f"Promote tonight's {use_case} model?", options=[self.PROMOTE, self.HOLD],
+                         defaults=[self.HOLD], multiple=False, notifiers=approval_notifiers(),
+                         options_mapping={self.PROMOTE: "promote_student", self.HOLD: "reject_promotion"},
+                         # execution_timeout bounds the work before and after the wait; the wait itself is
+                         # response_timeout's (set from the run's Param when it starts waiting)
+                         execution_timeout=dt.timedelta(minutes=10),
+                         response_timeout=dt.timedelta(minutes=APPROVAL_TIMEOUT_MINUTES),
+                         **kwargs)
+        self.use_case = use_case
+
+    def execute(self, context: Any) -> Any:
+        evaluated = context["ti"].xcom_pull(task_ids="evaluate_student")
+        if not evaluated.get("approval"):
+            self.log.info("no approval needed (%s): promoting", evaluated["action_reason"])
+            return self.do_branch(context, ["promote_student"])
+        minutes = context["params"]["approval_timeout_minutes"]
+        self.response_timeout = dt.timedelta(minutes=minutes)
+        self.subject = f"Promote {self.use_case} ds={run_ds(context)}? It is {evaluated['approval'].split(':')[0]}"
+        self.body = (f"**Why you are asked:** {evaluated['approval']}\n\n"
+                     f"**Gate:** {evaluated['decision']} ({evaluated['reason']})\n\n"
+                     f"**Run:** `{context['run_id']}`, report `{evaluated['run_dir']}/report.json` once written.\n\n"
+                     f"*Promote* moves production to tonight's candidate; *Hold* keeps the champion and logs the "
+                     f"candidate as rejected. With no answer in {minutes} minutes the night holds.")
+        self.log.info("waiting up to %d minutes for a person: %s", minutes, evaluated["approval"])
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            user = event.get("responded_by_user") or {}
+            context["ti"].xcom_push(key="approval", value={
+                "chosen": (event.get("chosen_options") or ["?"])[0], "by": user.get("name") or user.get("id"),
+                "at": str(event.get("responded_at")), "timed_out": bool(event.get("timedout")),
+                "timeout": f"{context['params']['approval_timeout_minutes']} min"})
+        return super().execute_complete(context, event)
+
+
+def _approval(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The person's answer recorded by ``approve_promotion`` (None when none was needed)."""
+    return context["ti"].xcom_pull(task_ids="approve_promotion", key="approval")
+
+
 def nightly_tasks(use_case: str) -> None:
     """The nightly chain inside a ``@dag``: extract -> plan soft labels -> label each (day, shard) as a
-    mapped task on the teacher queue -> collect -> distill -> evaluate -> gate -> promote | record
-    candidate | hold -> report -> mirror to MLflow. Every task is a few lines around ``kd_tasks.nightly``;
+    mapped task on the teacher queue -> collect -> distill -> evaluate -> gate -> approve (a person, when
+    forced or borderline) -> promote | reject; or record candidate | hold -> report -> mirror to MLflow. Every task is a few lines around ``kd_tasks.nightly``;
     only the use case's name differs between DAGs (its declaration names the extract task)."""
     soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
 
@@ -337,14 +414,14 @@ def nightly_tasks(use_case: str) -> None:
             from kd_tasks.nightly import evaluate
 
             p = context["params"]
-            return evaluate(resolved(context), run_ds(context), distilled["run_dir"], p["dry_run"],
+            return evaluate(resolved(context), run_ds(context), distilled["run_dir"], p["dry_run"], approval=p["approval"],
                             is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
                             force_promote=p["force_promote"], force_reason=p["force_reason"])
 
     @task.branch
     def gate_student(evaluated: dict) -> str:
-        return {"promote": "promote_student", "candidate": "record_candidate"}.get(evaluated["action"],
-                                                                                   "hold_student")
+        return {"promote": "approve_promotion", "candidate": "record_candidate"}.get(evaluated["action"],
+                                                                                     "hold_student")
 
     @task(outlets=[production_out])
     def promote_student(evaluated: dict, **context) -> dict:
@@ -352,7 +429,7 @@ def nightly_tasks(use_case: str) -> None:
             from kd_tasks.nightly import promote
 
             outcome = promote(resolved(context), run_ds(context), evaluated["run_dir"], context["run_id"],
-                              reason=evaluated["action_reason"])
+                              reason=evaluated["action_reason"], approval=_approval(context))
             if outcome["outcome"] == "promoted":
                 context["outlet_events"][production_out].extra = {
                     "version": outcome["version"], "path": outcome["path"], "ds": run_ds(context),
@@ -366,6 +443,14 @@ def nightly_tasks(use_case: str) -> None:
 
             return record_candidate(resolved(context), run_ds(context), evaluated["run_dir"], context["run_id"],
                                     evaluated["action_reason"])
+
+    @task
+    def reject_promotion(evaluated: dict, **context) -> dict:
+        with task_guard():
+            from kd_tasks.nightly import reject
+
+            return reject(resolved(context), run_ds(context), evaluated["run_dir"], context["run_id"],
+                          _approval(context))
 
     @task
     def hold_student(evaluated: dict, **context) -> dict:
@@ -392,7 +477,11 @@ def nightly_tasks(use_case: str) -> None:
     pieces = plan_soft_labels(extract_rows())
     distilled = distill_student(collect_soft_labels(pieces, generate_soft_labels.expand(piece=pieces)))
     evaluated = evaluate_student(distilled)
-    outcomes = [promote_student(evaluated), record_candidate(evaluated), hold_student(evaluated)]
+    approve = PromotionApproval(task_id="approve_promotion", use_case=use_case)
+    decided = [promote_student(evaluated), reject_promotion(evaluated)]
+    others = [record_candidate(evaluated), hold_student(evaluated)]
     report = write_report(evaluated)
-    gate_student(evaluated) >> outcomes >> report
+    gate_student(evaluated) >> [approve, *others]
+    approve >> decided
+    [*decided, *others] >> report
     mirror_to_mlflow(report)

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="MLflow tracking URI (default: $KD_MLFLOW_TRACKING_URI, $MLFLOW_TRACKING_URI, else SQLite "
                         "under the local directory)")
 
-    p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, lost_race, rolled_back)")
+    p = sub.add_parser("promotions", help="print the promotion log (promoted, candidate, rejected, lost_race, rolled_back)")
     _add_use_case(p)
     p.add_argument("--last", type=int, default=20)
 

@@ -23,7 +23,12 @@ from typing import Callable, Iterable, TextIO
 # Airflow's dag.test() marks each task's start and end; the pipeline's loops log rows/s and ETA
 _START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
 _END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
-_PROGRESS = re.compile(r"\bETA\b|\bepoch \d+/\d+|rows/s|teacher version|promot|\bgate\b|verdict")
+_PROGRESS = re.compile(r"\bETA\b|\bepoch \d+/\d+|rows/s|teacher version|promot|\bgate\b|verdict|approval")
+# dag.test() repeats this every second while a task waits for a person: shown once, with what to do
+_WAITING = "Waiting for Human-in-the-loop input"
+_WAITING_HINT = ("a task waits for a person's answer: answer it in the Airflow UI (Required Actions) of an "
+                 "api-server on this metadata database, or stop this command and run the night again with "
+                 "the Param approval=off (airflow dags test has no scheduler to apply the timeout)")
 # a log line: Airflow's structlog form ("<time> [info     ] message [logger] key=value ...") or
 # logging's ("<date> <time>,<ms> INFO logger: message")
 _STRUCTLOG = re.compile(r"^\S+\s+\[(?P<level>\w+)\s*\]\s+(?P<message>.*?)(?:\s+\[(?P<logger>[\w.]+)\](?:\s.*)?)?$")
@@ -45,6 +50,7 @@ def progress_lines(lines: Iterable[str], clock: Callable[[], float] = time.monot
     progress lines and warnings, shortened to their message."""
     started = clock()
     task_started: dict[str, float] = {}
+    waiting = False
     for line in lines:
         line = line.rstrip("\n")
         now = clock()
@@ -60,6 +66,12 @@ def progress_lines(lines: Iterable[str], clock: Callable[[], float] = time.monot
         level, logger, message = parse(line)
         if logger in _NOISE or message.startswith(_NOISE_MESSAGES):
             continue
+        if message.startswith(_WAITING):
+            if not waiting:
+                yield f"{stamp}   {message[:240]}: {_WAITING_HINT}"
+            waiting = True
+            continue
+        waiting = False
         if level in ("warning", "error", "critical") or (level and _PROGRESS.search(message)):
             yield f"{stamp}   {level.upper() + ': ' if level != 'info' else ''}{message[:240]}"
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from . import warehouse
 from .config import DistillConfig, GateConfig, LabelConfig, UseCase, param_fields
+from .names import InputError
 from .storage import registry
 from .storage.runs import RunDir
 from .use_cases import get_use_case
@@ -124,9 +125,35 @@ def choose_action(decision: str, reason: str, *, is_backfill: bool = False, allo
     return ("promote", reason) if decision == "promote" else ("hold", reason)
 
 
-def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, **action_args: Any) -> dict[str, Any]:
+APPROVAL_MODES = ("when_needed", "off")
+
+
+def approval_needed(action: str, decision: Mapping[str, Any], *, approval: str = "when_needed",
+                    force_promote: bool = False, force_reason: str = "") -> str | None:
+    """Why a person must approve the promotion before it happens, or None.
+
+    With ``approval`` ``when_needed`` (the default) a promotion waits for a person when it is forced
+    (the gate's word is overruled) or when the gate marks it ``borderline`` (the interval of candidate
+    - champion crosses the regression tolerance); ``off`` never waits (no one to ask: ``airflow dags
+    test``, a demo). Holds and candidates never wait: production does not move.
+    """
+    if approval not in APPROVAL_MODES:
+        raise InputError(f"approval must be one of {list(APPROVAL_MODES)}, got {approval!r}")
+    if approval == "off" or action != "promote":
+        return None
+    if force_promote:
+        return f"a forced promotion ({force_reason.strip()}); the gate said {decision['decision']}: {decision['reason']}"
+    if decision.get("borderline"):
+        check = next(c for c in decision["checks"] if c.get("borderline"))
+        return f"a borderline promotion: {check['detail']}"
+    return None
+
+
+def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, approval: str = "when_needed",
+             **action_args: Any) -> dict[str, Any]:
     """Evaluate, apply the gate and choose the action; writes the run's evaluation and gate facts.
-    Returns the run directory and the branch decision (``action``).
+    Returns the run directory, the branch decision (``action``) and, when the promotion waits for a
+    person, why (``approval``; ``approval_needed``).
 
     ``action_args`` go to ``choose_action`` (is_backfill, allow_backfill_promotion, force_promote, force_reason).
     """
@@ -146,11 +173,15 @@ def evaluate(use_case: UseCase, ds: str, run_dir: str, dry_run: bool, **action_a
                  c["value"], c["threshold"], c["detail"])
     action, why = ("hold", decision["reason"]) if dry_run else choose_action(
         decision["decision"], decision["reason"], **action_args)
-    decision.update({"action": action, "action_reason": why})
+    ask = approval_needed(action, decision, approval=approval, force_promote=action_args.get("force_promote", False),
+                          force_reason=action_args.get("force_reason", ""))
+    decision.update({"action": action, "action_reason": why, "approval": ask})
     log.info("gate decision: %s (%s); action: %s (%s)", decision["decision"], decision["reason"], action, why)
+    if ask:
+        log.info("the promotion waits for a person's approval: %s", ask)
     run.write("gate", decision)
     return {"run_dir": str(run), "decision": decision["decision"], "reason": decision["reason"],
-            "action": action, "action_reason": why}
+            "action": action, "action_reason": why, "approval": ask}
 
 
 def candidate(run: RunDir) -> str:
@@ -175,15 +206,22 @@ def _manifest(use_case: UseCase, ds: str, run: RunDir, run_id: str, distilled: M
     }
 
 
-def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str = "gate passed") -> dict[str, Any]:
+def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str = "gate passed",
+            approval: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Register the student and move the production alias (compare-and-swap on the champion).
 
     A promotion that lost a race (another run moved the alias since this one read it) is reported
     as ``lost_race`` in the outcome and the promotion log; the version stays in the registry.
+    ``approval``: the person's answer when the promotion waited for one (written to the log).
     """
     run = RunDir(run_dir)
     distilled = run.read("distill")
     manifest = _manifest(use_case, ds, run, run_id, distilled)
+    if approval:
+        from .stages.report import approval_text
+
+        reason = f"{reason}; approved: {approval_text(approval)}"
+        manifest["approval"] = dict(approval)
     try:
         result = registry.promote(use_case.name, run.model_dir(manifest["model"]), manifest["version"], manifest,
                                   expected_champion=distilled.get("champion_version"), reason=reason)
@@ -198,7 +236,7 @@ def promote(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str =
         log.info("promoted %s to production (previous: %s) at %s", result["version"], result["previous"],
                  result["path"])
     return _record_outcome(run, {"outcome": "promoted", "reason": reason, "teacher_version": manifest["teacher_version"],
-                                 **result})
+                                 **({"approval": dict(approval)} if approval else {}), **result})
 
 
 def record_candidate(use_case: UseCase, ds: str, run_dir: str, run_id: str, reason: str) -> dict[str, Any]:
@@ -209,6 +247,21 @@ def record_candidate(use_case: UseCase, ds: str, run_dir: str, run_id: str, reas
                                        reason=reason)
     log.info("candidate %s recorded (%s); production stays %s", result["version"], reason, result["champion"])
     return _record_outcome(run, {"outcome": "candidate", "reason": reason, **result})
+
+
+def reject(use_case: UseCase, ds: str, run_dir: str, run_id: str, approval: Mapping[str, Any]) -> dict[str, Any]:
+    """A promotion a person rejected (or that no one approved in time): the candidate is registered
+    and logged as ``rejected`` with who and why; production does not move."""
+    from .stages.report import approval_text
+
+    run = RunDir(run_dir)
+    manifest = _manifest(use_case, ds, run, run_id, run.read("distill"))
+    manifest["approval"] = dict(approval)
+    reason = f"promotion not approved: {approval_text(approval)} (asked because of {run.read('gate')['approval']})"
+    result = registry.record_candidate(use_case.name, run.model_dir(manifest["model"]), manifest["version"], manifest,
+                                       reason=reason, outcome="rejected")
+    log.info("promotion of %s rejected (%s); production stays %s", result["version"], reason, result["champion"])
+    return _record_outcome(run, {"outcome": "rejected", "reason": reason, "approval": dict(approval), **result})
 
 
 def hold(use_case: UseCase, run_dir: str, reason: str) -> dict[str, Any]:

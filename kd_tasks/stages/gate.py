@@ -31,7 +31,9 @@ Checks on the candidate, each recorded with its value, threshold and numbers:
 (``cli accept-teacher``, for every night it labels) lets the two teacher checks pass, marked
 ``waived``, and the reason says so.
 The decision is ``promote`` when every check passes, else ``hold``. ``dry_run`` evaluates the same
-checks but always holds.
+checks but always holds. A promotion is ``borderline`` when the champion check passed although its
+interval reaches below -``max_champion_regression`` (a regression beyond the tolerance is plausible):
+the nightly DAG then waits for a person's approval (``approval`` Param) before it promotes.
 """
 from __future__ import annotations
 
@@ -207,8 +209,11 @@ def decide(report: dict[str, Any], gate: GateConfig, dry_run: bool = False) -> d
         reason += f" (waived by {by}: {', '.join(waived)})"
     if candidate == "baseline":
         reason += "; distillation did not pay tonight: the candidate is the no-KD baseline"
+    borderline = decision == "promote" and any(c.get("borderline") for c in checks)
+    if borderline:
+        reason += "; borderline: the interval of (candidate - champion) crosses the regression tolerance"
     return {"decision": decision, "reason": reason, "dry_run": dry_run, "candidate": candidate,
-            "distillation": distillation, "checks": checks}
+            "distillation": distillation, "borderline": borderline, "checks": checks}
 
 
 def _champion_check(report: dict[str, Any], gate: GateConfig, candidate: str, enough: bool) -> dict[str, Any]:
@@ -221,9 +226,13 @@ def _champion_check(report: dict[str, Any], gate: GateConfig, candidate: str, en
                       f"champion {report.get('champion_version')} is damaged and was not compared ({champ['error']})")
     ci = (report.get("comparisons") or {}).get(f"{candidate}_vs_champion")
     if enough and ci and ci.get("high") is not None:
-        return _check("champion_regression", ci["high"] >= -tol, _r(ci["delta"]), -tol,
-                      f"{candidate} - champion {report.get('champion_version')} {metric} {_interval(ci)}; fails only "
-                      f"when the whole interval is below -{tol}")
+        check = _check("champion_regression", ci["high"] >= -tol, _r(ci["delta"]), -tol,
+                       f"{candidate} - champion {report.get('champion_version')} {metric} {_interval(ci)}; fails only "
+                       f"when the whole interval is below -{tol}")
+        if check["passed"] and ci["low"] < -tol:  # passes, but a regression beyond the tolerance is plausible
+            check["borderline"] = True
+            check["detail"] += f" (borderline: the interval crosses -{tol})"
+        return check
     c_score = models[candidate].get(metric)
     if enough and c_score is not None and champ.get(metric) is not None:  # a report without intervals
         need = champ[metric] - tol
@@ -231,3 +240,4 @@ def _champion_check(report: dict[str, Any], gate: GateConfig, candidate: str, en
                       f"{candidate} {metric} >= champion {report.get('champion_version')} {metric} "
                       f"{champ[metric]:.4f} - {tol} (no bootstrap interval recorded)")
     return _check("champion_regression", False, _r(c_score), None, "no quality measurement")
+

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..storage import fs
 from ..storage.runs import reports
-from .report import COLUMNS, cell
+from .report import COLUMNS, approval_text, cell
 
 NIGHTS = 30  # nights in the trend
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c", "champion": "#55a868"}
@@ -197,7 +197,11 @@ def render(report: dict[str, Any], nights: Sequence[dict[str, Any]] | None = Non
             f"<p>candidate: {e(str(gate.get('candidate', 'student')))}; action: {e(str(gate.get('action', '')))}"
             f" ({e(str(gate.get('action_reason', '')))}); outcome: <b>{e(str(outcome.get('outcome')))}</b>"
             + (f" version <code>{e(str(outcome.get('version')))}</code>" if outcome.get("version") else "")
-            + "</p></div>"]
+            + "</p>"
+            + (f"<p>approval asked: {e(str(gate['approval']))}" + (
+                f"; answer: {e(approval_text(outcome['approval']))}" if outcome.get("approval") else "") + "</p>"
+               if gate.get("approval") else "")
+            + "</div>"]
     verdict = ev.get("teacher_verdict") or {}
     if verdict.get("weak"):
         head.append(f'<p class="warn">WEAK TEACHER: {e(str(verdict.get("reason", "")))}</p>')

@@ -59,10 +59,16 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", f"gate decision: {gate['decision']} ({gate['reason']}); candidate: {gate.get('candidate', 'student')}"]
     if "action" in gate:
         lines.append(f"action: {gate['action']} ({gate['action_reason']})")
+    if gate.get("approval"):
+        lines.append(f"approval asked: {gate['approval']}")
     kind = outcome.get("outcome")
     if kind == "promoted":
         lines.append(f"promoted version {outcome['version']} -> {outcome['path']}"
-                     + (" (already in production: nothing moved)" if outcome.get("already") else ""))
+                     + (" (already in production: nothing moved)" if outcome.get("already") else "")
+                     + (f"; approved: {approval_text(outcome['approval'])}" if outcome.get("approval") else ""))
+    elif kind == "rejected":
+        lines.append(f"NOT promoted, {outcome['reason']}; version {outcome['version']} kept at {outcome['path']}; "
+                     f"production stays {outcome.get('champion') or '(none)'}")
     elif kind == "candidate":
         lines.append(f"candidate {outcome['version']} kept at {outcome['path']}; "
                      f"production stays {outcome.get('champion') or '(none)'}")
@@ -71,3 +77,10 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"held; production stays {outcome.get('champion') or '(none)'}")
     return "\n".join(lines)
+
+def approval_text(approval: dict[str, Any]) -> str:
+    """One line for a person's answer to an approval request (``chosen``, ``by``, ``at``, ``timed_out``,
+    ``timeout``): who chose what, and when."""
+    if approval.get("timed_out"):
+        return f"no answer within {approval.get('timeout') or 'the timeout'}: {approval['chosen']} (the default)"
+    return f"{approval['chosen']} by {approval.get('by') or 'an unnamed user'} at {approval.get('at')}"

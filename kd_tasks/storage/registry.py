@@ -456,7 +456,8 @@ def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[s
         if current == version:
             log.info("%s: version %s is already in production; nothing to move", use_case, version)
             return {"version": version, "path": str(vdir), "previous": alias.get("previous"), "already": True}
-        entry = _entry(use_case, version, manifest, reason, previous=current, expected_previous=expected_champion)
+        entry = _entry(use_case, version, manifest, reason, previous=current, expected_previous=expected_champion,
+                       **({"approval": manifest["approval"]} if manifest.get("approval") else {}))
         if current != expected_champion:
             _append_log(use_case, home, {**entry, "outcome": "lost_race"})
             raise PromotionConflict(
@@ -469,17 +470,21 @@ def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[s
 
 
 def record_candidate(use_case: str, model_dir: str | Path, version: str, manifest: dict[str, Any],
-                     home: AnyPath | None = None, reason: str = "candidate") -> dict[str, Any]:
-    """Keep a model in the registry and log it as a candidate (once per run); the alias does not move."""
+                     home: AnyPath | None = None, reason: str = "candidate", outcome: str = "candidate") -> dict[str, Any]:
+    """Keep a model in the registry and log it as a ``candidate`` (or ``rejected``: a promotion a person
+    did not approve), once per run; the alias does not move."""
+    if outcome not in ("candidate", "rejected"):
+        raise ValueError(f"record_candidate logs a candidate or a rejection, not {outcome!r}")
     with _locked(use_case, home):
         vdir = _register(use_case, model_dir, version, manifest, home)
         alias = _read_alias(use_case, home)
         current = alias["version"] if alias else None
-        logged = any(e.get("outcome") == "candidate" and e.get("version") == version
+        logged = any(e.get("outcome") == outcome and e.get("version") == version
                      and e.get("run_id") == manifest.get("run_id") for e in promotion_log(use_case, home))
         if not logged:
-            _append_log(use_case, home, _entry(use_case, version, manifest, reason, outcome="candidate",
-                                               previous=current, gate=manifest.get("gate")))
+            extra = {"approval": manifest["approval"]} if manifest.get("approval") else {}
+            _append_log(use_case, home, _entry(use_case, version, manifest, reason, outcome=outcome,
+                                               previous=current, gate=manifest.get("gate"), **extra))
     return {"version": version, "path": str(vdir), "champion": current}
 
 

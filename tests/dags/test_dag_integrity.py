@@ -1,4 +1,5 @@
 """DagBag integrity: one case per DAG file; the files import cleanly, fast, and without heavy modules."""
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -54,8 +55,9 @@ def test_nightly_dag_shape(dagbag, dag_id, extract):
     dag = dagbag.dags[dag_id]
     assert dag.catchup is False and dag.max_active_runs == 1
     assert set(dag.task_ids) == {extract, "plan_soft_labels", "generate_soft_labels", "collect_soft_labels",
-                                 "distill_student", "evaluate_student", "gate_student", "promote_student",
-                                 "record_candidate", "hold_student", "write_report", "mirror_to_mlflow"}
+                                 "distill_student", "evaluate_student", "gate_student", "approve_promotion",
+                                 "promote_student", "reject_promotion", "record_candidate", "hold_student",
+                                 "write_report", "mirror_to_mlflow"}
     # the MLflow mirror comes after the promotion and the report, blocks nothing and retries on its own
     mirror = dag.get_task("mirror_to_mlflow")
     assert mirror.upstream_task_ids == {"write_report"} and not mirror.downstream_task_ids
@@ -64,13 +66,19 @@ def test_nightly_dag_shape(dagbag, dag_id, extract):
     labels = dag.get_task("generate_soft_labels")
     assert labels.is_mapped and labels.queue == "teacher"  # one task per (day, shard), on the teacher's workers
     assert labels.upstream_task_ids == {"plan_soft_labels"}
-    assert dag.get_task("gate_student").downstream_task_ids == {"promote_student", "record_candidate",
+    assert dag.get_task("gate_student").downstream_task_ids == {"approve_promotion", "record_candidate",
                                                                 "hold_student"}
+    # every promotion passes the approval step, which asks a person only when it is forced or borderline
+    approve = dag.get_task("approve_promotion")
+    assert approve.downstream_task_ids == {"promote_student", "reject_promotion"}
+    assert approve.options == ["Promote", "Hold"] and approve.defaults == ["Hold"]
+    assert approve.response_timeout == dt.timedelta(hours=12)  # then Hold, the default answer
+    assert dag.get_task("reject_promotion").downstream_task_ids == {"write_report"}
     for heavy in ("generate_soft_labels", "distill_student", "evaluate_student"):
         assert dag.get_task(heavy).pool == "kd_heavy", heavy
     params = dag.params
     for name in ("temperature", "alpha", "epochs", "lookback_days", "student_size", "dry_run", "force_promote",
-                 "force_reason", "allow_backfill_promotion", "ds"):
+                 "force_reason", "allow_backfill_promotion", "ds", "approval", "approval_timeout_minutes"):
         assert name in params, name
 
 

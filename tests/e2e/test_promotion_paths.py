@@ -18,10 +18,44 @@ def test_forced_promotion_is_logged_with_its_reason(kd_home, tiny_teacher):
     distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, "forced")["run_dir"])
     evaluated = nightly.evaluate(uc, DS, distilled["run_dir"], False, force_promote=True, force_reason="INC-7 hotfix")
     assert evaluated["decision"] == "hold" and evaluated["action"] == "promote"
-    outcome = nightly.promote(uc, DS, distilled["run_dir"], "forced", reason=evaluated["action_reason"])
+    assert evaluated["approval"].startswith("a forced promotion (INC-7 hotfix); the gate said hold")
+    approved = {"chosen": "Promote", "by": "alice", "at": "2024-01-10T07:00:00+00:00", "timed_out": False}
+    outcome = nightly.promote(uc, DS, distilled["run_dir"], "forced", reason=evaluated["action_reason"],
+                              approval=approved)
     assert outcome["outcome"] == "promoted"
     last = registry.promotion_log("product_category")[-1]
     assert last["outcome"] == "promoted" and "INC-7 hotfix" in last["reason"] and "gate said hold" in last["reason"]
+    assert last["approval"] == approved and "approved: Promote by alice at 2024-01-10T07:00" in last["reason"]
+    report = json.loads(open(nightly.write_report(uc, DS, "forced", distilled["run_dir"])).read())
+    from kd_tasks.stages.report import format_report
+
+    assert "approval asked: a forced promotion (INC-7 hotfix)" in format_report(report)
+    assert "; approved: Promote by alice at" in format_report(report)
+
+
+def test_a_rejected_or_unanswered_promotion_keeps_production_and_is_logged(kd_home, tiny_teacher):
+    run_chain()
+    champion = registry.alias_version("product_category")
+    for seed, answer in ((1, {"chosen": "Hold", "by": "bob", "at": "2024-01-10T07:00:00+00:00", "timed_out": False}),
+                         (2, {"chosen": "Hold", "by": None, "at": "2024-01-10T19:00:00+00:00", "timed_out": True,
+                              "timeout": "720 min"})):
+        uc = nightly.resolve_use_case("product_category", {"extract_lookback_days": 3, "seed": seed, **ACCEPT_WEAK})
+        distilled = nightly.distill(uc, DS, nightly.soft_labels(uc, DS, f"asked{seed}")["run_dir"])
+        evaluated = nightly.evaluate(uc, DS, distilled["run_dir"], False, force_promote=True, force_reason="try it")
+        outcome = nightly.reject(uc, DS, distilled["run_dir"], f"asked{seed}", answer)
+        assert outcome["outcome"] == "rejected" and registry.alias_version("product_category") == champion
+        last = registry.promotion_log("product_category")[-1]
+        assert last["outcome"] == "rejected" and last["approval"] == answer and last["previous"] == champion
+        assert last["version"] == distilled["student_version"] and last["run_id"] == f"asked{seed}"
+        assert (registry.registry_dir("product_category") / "versions" / last["version"]).is_dir()  # kept
+        assert evaluated["approval"] in last["reason"]
+    log = registry.promotion_log("product_category")
+    assert "promotion not approved: Hold by bob at 2024-01-10T07:00" in log[-2]["reason"]
+    assert "promotion not approved: no answer within 720 min: Hold (the default)" in log[-1]["reason"]
+    from kd_tasks.stages.report import format_report
+
+    text = format_report(json.loads(open(nightly.write_report(uc, DS, "asked2", distilled["run_dir"])).read()))
+    assert "NOT promoted, promotion not approved: no answer within 720 min" in text
 
 
 def test_backfill_run_records_a_candidate_and_keeps_production(kd_home, tiny_teacher):

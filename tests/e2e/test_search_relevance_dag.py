@@ -23,7 +23,8 @@ from kd_tasks.models.hashed_ngram import batch_inputs
 from kd_tasks.models.two_tower import TwoTowerStudent
 
 NIGHTS = ("2024-01-01", "2024-01-02")
-FAST = {"epochs": 3, "accept_weak_teacher": True}  # a tiny teacher on 2 nights may not beat BM25: accepted
+FAST = {"epochs": 3, "accept_weak_teacher": True,  # a tiny teacher on 2 nights may not beat BM25: accepted
+        "approval": "off"}  # dag.test(): no one to ask for an approval
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Nightly, backfill and manual runs on a real Airflow in its production shape: scheduler,
-dag-processor and api-server as processes, metadata on the running PostgreSQL, the CeleryExecutor with
+dag-processor, triggerer and api-server as processes, metadata on the running PostgreSQL, the CeleryExecutor with
 the Redis broker on 127.0.0.1:6379 and two `airflow celery worker` processes (one serving only the
 ``teacher`` queue, one ``default`` and ``teacher``), parallelism 2, the ``kd_heavy`` pool with 2 slots.
 The LocalExecutor is configured beside it (``CeleryExecutor,LocalExecutor``) for the reference run.
@@ -9,8 +9,11 @@ worker keeps its own local cache.
 
 Sequence (one module-scoped Airflow, every process stopped by PID at the end, pass or fail):
 1. unpause the nightly DAG: the scheduler creates the scheduled run for yesterday, judged by the gate
-   with the weak tiny teacher accepted by an operator (`cli accept-teacher`); an operator's forced
-   manual night promotes a champion; the promoted-model asset event triggers the export DAG;
+   with the weak tiny teacher accepted by an operator (`cli accept-teacher`), and its deadline alert
+   (1 hour after its logical date) mails the on-call address on a real SMTP server; an operator's
+   forced manual night waits for approval (mailed too), is approved through the REST API and promotes
+   a champion; the promoted-model asset event triggers the export DAG; two more forced nights are held,
+   one by a person's answer, one by the approval timeout's default, and logged as rejected;
 2. `airflow backfill create` over the three days before: three successful runs, in date order, each
    date's partitions written once, the production alias untouched, three gate decisions logged as
    candidates;
@@ -57,8 +60,37 @@ DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yes
 SECRET = "kd-stack-secret-3Fv9-never-shown"
 
 
+ONCALL = "oncall@example.com"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
+def inbox():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: the stack's alerts arrive here."""
+    import email
+    from email import policy
+
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            msg = email.message_from_bytes(envelope.content, policy=policy.default)
+            self.messages.append({"to": list(envelope.rcpt_tos), "subject": str(msg["Subject"]),
+                                  "body": msg.get_body(("html", "plain")).get_content()})
+            return "250 OK"
+
+    box = Inbox()
+    controller = Controller(box, hostname="127.0.0.1", port=stack.free_port())
+    controller.start()
+    box.port = controller.port
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base, inbox):
     from kd_tasks.loaders import catalogue
     from kd_tasks import cli
     from kd_tasks.nightly import bootstrap, resolve_use_case
@@ -78,6 +110,12 @@ def cluster(tmp_path_factory, s3_endpoint, fashion_records, tiny_base):
         del c.env[name]
     c.env.update(KD_WAREHOUSE=warehouse, KD_LOCAL_DIR=str(root / "local"),
                  **airflow_object_store_env(s3_endpoint, SECRET))
+    # alerts to the test's SMTP server; a nightly run must finish within 1 hour of its logical date (the
+    # scheduled run's, yesterday 00:00 UTC, is long past: its deadline is missed as soon as it exists)
+    c.env.update(KD_ALERT_EMAIL=ONCALL, KD_ALERT_SMTP_CONN_ID="kd_smtp", KD_NIGHTLY_DEADLINE_HOURS="1",
+                 AIRFLOW_CONN_KD_SMTP=json.dumps({
+                     "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.port,
+                     "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "kd-nightly@example.com"}}))
     stack.flush_broker(REDIS_DB)
     mp.setenv("KD_WAREHOUSE", warehouse)
     try:
@@ -116,7 +154,7 @@ def _alias(c: stack.Cluster) -> str | None:
     return registry.alias_version("product_category", c.kd_home)
 
 
-def test_scheduled_nightly_run_is_judged_and_a_promotion_triggers_the_export(cluster):
+def test_scheduled_nightly_run_is_judged_and_a_promotion_triggers_the_export(cluster, inbox):
     c = cluster
     assert c.api("PATCH", f"/dags/{EXPORT}", {"is_paused": False})[0] == 200
     assert c.api("PATCH", f"/dags/{NIGHTLY}", {"is_paused": False})[0] == 200
@@ -128,19 +166,76 @@ def test_scheduled_nightly_run_is_judged_and_a_promotion_triggers_the_export(clu
     verdict = next(ch for ch in report["gate"]["checks"] if ch["name"] == "teacher_verdict")
     assert verdict["waived"] and "accepted by" in verdict["detail"] and "tiny test teacher" in verdict["detail"]
     assert report["gate"]["decision"] in ("promote", "hold") and report["outcome"]["outcome"] in ("promoted", "held")
+    # the deadline alert: the scheduler saw the deadline pass, the triggerer ran the SMTP notifier
+    missed = c.wait("the deadline alert's mail", lambda: [m for m in inbox.messages if "missed its deadline" in
+                                                        m["subject"]], timeout=120)
+    assert missed[0]["to"] == [ONCALL] and NIGHTLY in missed[0]["body"] and "scheduled__" in missed[0]["body"]
 
     # an operator's forced promotion of another student of that night (the one-day window of a tiny
-    # test catalogue may leave the student under 0.9 of the teacher): it moves the alias and fires the export
+    # test catalogue may leave the student under 0.9 of the teacher) waits for a person's approval; once
+    # approved through the API it moves the alias and fires the export
     before = len(_promotions(c))
-    c.trigger(NIGHTLY, {"ds": DAYS[-1], "seed": 1, "force_promote": True, "force_reason": "scheduler test"})
+    run_id = c.trigger(NIGHTLY, {"ds": DAYS[-1], "seed": 1, "force_promote": True, "force_reason": "scheduler test"},
+                       wait=False)
+    who = _answer(c, run_id, "Promote")
+    asked = [m for m in inbox.messages if "waits for your approval" in m["subject"] and run_id in m["subject"]]
+    assert asked and asked[0]["to"] == [ONCALL] and "approve_promotion" in asked[0]["body"], inbox.messages
+    c.wait_run(NIGHTLY, run_id)
     log = _promotions(c)
     assert [e["outcome"] for e in log[before:]] == ["promoted"] and log[-1]["ds"] == DAYS[-1]
     assert "scheduler test" in log[-1]["reason"] and _alias(c) == log[-1]["version"]
+    assert log[-1]["approval"]["chosen"] == "Promote" and log[-1]["approval"]["by"] == who and who
+    assert f"approved: Promote by {who} at " in log[-1]["reason"]
+    assert _state(c, run_id, "reject_promotion") == "skipped"
 
     c.wait("the export DAG run", lambda: stack.finished(c.runs(EXPORT), 1))
     assert {r["run_type"] for r in c.runs(EXPORT)} == {"asset_triggered"}
     info = c.wait("the export of the promoted version", lambda: _export(c, log[-1]["version"]))
     assert info["smoke_test"]["same_top1"] is True and info["version"] == log[-1]["version"]
+
+
+def _state(c: stack.Cluster, run_id: str, task_id: str) -> str | None:
+    (ti,) = c.task_instances(NIGHTLY, run_id, task_id)
+    return ti["state"]
+
+
+def _answer(c: stack.Cluster, run_id: str, option: str) -> str:
+    """Wait for ``approve_promotion`` of ``run_id`` to ask, answer ``option`` through the REST API (what
+    the Required Actions page does); returns the name of the user who answered."""
+    c.wait(f"approve_promotion of {run_id} to wait for a person",
+           lambda: _state(c, run_id, "approve_promotion") == "awaiting_input")
+    path = f"/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
+    status, detail = c.api("GET", path)
+    assert status == 200 and detail["options"] == ["Promote", "Hold"] and detail["defaults"] == ["Hold"], detail
+    assert "forced promotion" in detail["body"] and "scheduler test" in detail["body"] + detail["subject"]
+    status, body = c.api("PATCH", path, {"chosen_options": [option]})
+    assert status == 200 and body["chosen_options"] == [option], body
+    assert c.api("PATCH", path, {"chosen_options": ["Promote"]})[0] == 409  # answered once, for good
+    return body["responded_by"]["name"]
+
+
+def test_a_forced_promotion_held_by_a_person_or_by_the_timeout_keeps_production(cluster):
+    c = cluster
+    champion, before = _alias(c), len(_promotions(c))
+    assert champion, "the first test must have promoted first"
+    rejected = c.trigger(NIGHTLY, {"ds": DAYS[-1], "seed": 2, "force_promote": True, "force_reason": "scheduler test"},
+                         wait=False)
+    who = _answer(c, rejected, "Hold")
+    c.wait_run(NIGHTLY, rejected)
+    assert _state(c, rejected, "promote_student") == "skipped" and _state(c, rejected, "reject_promotion") == "success"
+    # no answer: after approval_timeout_minutes the scheduler applies the default answer, Hold
+    unanswered = c.trigger(NIGHTLY, {"ds": DAYS[-1], "seed": 3, "force_promote": True, "force_reason": "scheduler test",
+                                     "approval_timeout_minutes": 1})
+    log = _promotions(c)[before:]
+    assert [e["outcome"] for e in log] == ["rejected", "rejected"] and _alias(c) == champion
+    assert [e["run_id"] for e in log] == [rejected, unanswered] and all(e["previous"] == champion for e in log)
+    assert log[0]["approval"]["by"] == who and f"promotion not approved: Hold by {who} at " in log[0]["reason"]
+    assert log[1]["approval"]["timed_out"] is True and log[1]["approval"]["by"] is None
+    assert "no answer within 1 min: Hold (the default)" in log[1]["reason"]
+    from kd_tasks.storage.runs import RunDir
+
+    night = RunDir.create("product_category", unanswered, c.kd_home).path
+    assert json.loads((night / "report.json").read_bytes())["outcome"]["outcome"] == "rejected"
 
 
 def _export(c: stack.Cluster, version: str) -> dict | None:

@@ -166,3 +166,23 @@ def test_latency_budget_reads_the_fastest_round():
                                         "p50_ms_b1_spread": [1.1, 21.0], "load_1m": 2.5, "cpus": 2})
     budget = check(decide(report, GateConfig(max_student_p50_ms_b1=5.0, max_student_bytes=1000)), "latency_budget")
     assert budget["passed"] and "load 2.5 on 2 CPUs" in budget["detail"]
+
+
+def test_a_pass_whose_interval_crosses_the_tolerance_is_borderline_and_waits_for_a_person():
+    from kd_tasks.nightly import approval_needed
+
+    noisy = decide(report_of(seed_noise_scorers()), GATE)  # passes, but a regression beyond 0.01 is plausible
+    regression = check(noisy, "champion_regression")
+    assert noisy["decision"] == "promote" and noisy["borderline"] is True and regression["borderline"] is True
+    assert "borderline: the interval crosses -0.01" in regression["detail"]
+    assert approval_needed("promote", noisy).startswith("a borderline promotion: student - champion champ macro_f1")
+    assert approval_needed("promote", noisy, approval="off") is None  # no one to ask
+    clean = decide(report_of(scorers({"teacher": (0.9, 0), "champion": (0.7, 1000), "student": (0.85, 3),
+                                      "baseline": (0.84, 4)})), GATE)
+    assert clean["decision"] == "promote" and clean["borderline"] is False
+    assert approval_needed("promote", clean) is None
+    # a forced promotion always asks; a hold or a candidate never does (production does not move)
+    assert "a forced promotion (INC-7)" in approval_needed("promote", clean, force_promote=True, force_reason="INC-7")
+    assert approval_needed("hold", noisy) is None and approval_needed("candidate", noisy) is None
+    with pytest.raises(ValueError, match="approval must be one of"):
+        approval_needed("promote", clean, approval="sometimes")

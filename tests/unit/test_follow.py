@@ -32,6 +32,15 @@ def test_the_terminal_shows_tasks_progress_and_errors_only():
     ]
 
 
+
+def test_a_task_waiting_for_a_person_is_shown_once_with_what_to_do():
+    wait = ("2026-11-30T04:42:0{}.000000Z [info     ] Waiting for Human-in-the-loop input for tasks: "
+            "['approve_promotion'] [airflow.sdk.definitions.dag] loc=dag.py:1418")
+    shown = list(progress_lines([wait.format(i) for i in range(5)], clock=lambda: 0))
+    assert len(shown) == 1 and "['approve_promotion']" in shown[0]
+    assert "Required Actions" in shown[0] and "approval=off" in shown[0]
+
+
 def test_the_log_keeps_everything_and_a_failure_shows_its_end(tmp_path):
     script = ("import sys\n" + "".join(f"print({line!r})\n" for line in AIRFLOW_OUTPUT)
               + "print('ValueError: no teacher yet; run kd_teacher_bootstrap first')\nsys.exit(3)\n")
