@@ -348,8 +348,9 @@ def _approval(context: dict[str, Any]) -> dict[str, Any] | None:
 def nightly_tasks(use_case: str) -> None:
     """The nightly chain inside a ``@dag``: extract -> plan soft labels -> label each (day, shard) as a
     mapped task on the teacher queue -> collect -> distill -> evaluate -> gate -> approve (a person, when
-    forced or borderline) -> promote | reject; or record candidate | hold -> report -> mirror to MLflow. Every task is a few lines around ``kd_tasks.nightly``;
-    only the use case's name differs between DAGs (its declaration names the extract task)."""
+    forced or borderline) -> promote | reject; or record candidate | hold -> report -> mirror to MLflow.
+    Every task is a few lines around ``kd_tasks.nightly``; only the use case's name differs between DAGs
+    (its declaration names the extract task)."""
     soft_labels_out, production_out = soft_labels_asset(use_case), production_model_asset(use_case)
 
     def resolved(context):
@@ -414,8 +415,9 @@ def nightly_tasks(use_case: str) -> None:
             from kd_tasks.nightly import evaluate
 
             p = context["params"]
-            return evaluate(resolved(context), run_ds(context), distilled["run_dir"], p["dry_run"], approval=p["approval"],
-                            is_backfill=is_backfill(context), allow_backfill_promotion=p["allow_backfill_promotion"],
+            return evaluate(resolved(context), run_ds(context), distilled["run_dir"], p["dry_run"],
+                            approval=p["approval"], is_backfill=is_backfill(context),
+                            allow_backfill_promotion=p["allow_backfill_promotion"],
                             force_promote=p["force_promote"], force_reason=p["force_reason"])
 
     @task.branch

@@ -411,8 +411,9 @@ def check_model_dir(model_dir: str | Path, version: str,
 
 
 def _entry(use_case: str, version: str, manifest: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
+    approval = {"approval": manifest["approval"]} if manifest.get("approval") else {}  # a person's answer
     return {"at": _now(), "use_case": use_case, "version": version,
-            "reason": reason, "run_id": manifest.get("run_id"), "ds": manifest.get("ds"), **extra}
+            "reason": reason, "run_id": manifest.get("run_id"), "ds": manifest.get("ds"), **approval, **extra}
 
 
 def _move(use_case: str, home: AnyPath | None, entry: dict[str, Any], move: str, tag: str | None) -> None:
@@ -456,8 +457,7 @@ def promote(use_case: str, model_dir: str | Path, version: str, manifest: dict[s
         if current == version:
             log.info("%s: version %s is already in production; nothing to move", use_case, version)
             return {"version": version, "path": str(vdir), "previous": alias.get("previous"), "already": True}
-        entry = _entry(use_case, version, manifest, reason, previous=current, expected_previous=expected_champion,
-                       **({"approval": manifest["approval"]} if manifest.get("approval") else {}))
+        entry = _entry(use_case, version, manifest, reason, previous=current, expected_previous=expected_champion)
         if current != expected_champion:
             _append_log(use_case, home, {**entry, "outcome": "lost_race"})
             raise PromotionConflict(
@@ -482,9 +482,8 @@ def record_candidate(use_case: str, model_dir: str | Path, version: str, manifes
         logged = any(e.get("outcome") == outcome and e.get("version") == version
                      and e.get("run_id") == manifest.get("run_id") for e in promotion_log(use_case, home))
         if not logged:
-            extra = {"approval": manifest["approval"]} if manifest.get("approval") else {}
             _append_log(use_case, home, _entry(use_case, version, manifest, reason, outcome=outcome,
-                                               previous=current, gate=manifest.get("gate"), **extra))
+                                               previous=current, gate=manifest.get("gate")))
     return {"version": version, "path": str(vdir), "champion": current}
 
 
