@@ -12,6 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 LOCAL_DIR := $(or $(KD_LOCAL_DIR),$(if $(filter s3://%,$(KD_HOME)),$(CURDIR)/var,$(KD_HOME)))
 export AIRFLOW_HOME ?= $(LOCAL_DIR)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM ?= 2
 
@@ -124,7 +125,7 @@ _demo-intent:
 	@$(BIN)/python -m kd_tasks.cli report --use-case purchase_intent --ds $(lastword $(INTENT_DAYS))
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 # Does distillation pay on real data? Teacher vs KD student vs no-KD student vs TF-IDF + LR on the
 # fashion catalogue and the clothing reviews; writes $(KD_HOME)/bench/quality.json + .md and the README table.

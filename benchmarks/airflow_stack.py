@@ -91,6 +91,17 @@ class Cluster:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
+    def page(self, url: str, login: bool = True) -> tuple[int, str]:
+        """GET a page of the api-server (a plugin's, say) as a logged-in user would, or anonymously."""
+        if login and self._token is None:
+            self.api("GET", "/version")
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token}"} if login else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 240, every: float = 3) -> Any:
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -188,6 +199,7 @@ def cluster(root: Path, kd_home: AnyPath, metadata: str, redis_db: int, extra_da
            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata,
            "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),  # the night reports' pages
            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",

@@ -11,7 +11,7 @@ import os
 from typing import Any, Iterator
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
-from airflow.sdk import Asset, Param, task
+from airflow.sdk import Asset, BaseOperatorLink, Param, task
 
 from kd_tasks import names
 from kd_tasks.config import param_schemas
@@ -114,15 +114,10 @@ def object_store_credentials() -> None:
         return
     from airflow.sdk import BaseHook
 
-    from kd_tasks.storage.fs import configure_s3
+    from kd_tasks.storage.fs import configure_s3_from_connection
 
     conn = BaseHook.get_connection(names.conn_id(conn_id))
-    extra = conn.extra_dejson or {}
-    configure_s3(access_key=conn.login or None, secret_key=conn.password or None,
-                 session_token=extra.get("aws_session_token") or None,
-                 endpoint_url=extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get(
-                     "endpoint_url") or None,
-                 region=extra.get("region_name") or None)
+    configure_s3_from_connection(conn.login, conn.password, conn.extra_dejson)
 
 
 def ds_param(description: str) -> Param:
@@ -340,6 +335,25 @@ class PromotionApproval(HITLBranchOperator):
         return super().execute_complete(context, event)
 
 
+class NightReportLink(BaseOperatorLink):
+    """"Night report", an extra link of ``write_report``: the night's HTML page, served by the
+    api-server through the project's plugin (``plugins/kd_reports.py``, behind Airflow's login). The
+    worker computes it when the task ends and Airflow keeps it in XCom, so it needs ``[api] base_url``
+    on the workers (without it the link is relative to the UI's host)."""
+
+    name = "Night report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from urllib.parse import quote
+
+        from airflow.sdk.configuration import conf
+
+        from kd_tasks.stages.html_report import PAGE_ROUTE
+
+        base = (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
+        return f"{base}{PAGE_ROUTE}/{quote(ti_key.dag_id, safe='')}/{quote(ti_key.run_id, safe='')}"
+
+
 def _approval(context: dict[str, Any]) -> dict[str, Any] | None:
     """The person's answer recorded by ``approve_promotion`` (None when none was needed)."""
     return context["ti"].xcom_pull(task_ids="approve_promotion", key="approval")
@@ -483,6 +497,7 @@ def nightly_tasks(use_case: str) -> None:
     decided = [promote_student(evaluated), reject_promotion(evaluated)]
     others = [record_candidate(evaluated), hold_student(evaluated)]
     report = write_report(evaluated)
+    report.operator.operator_extra_links = (NightReportLink(),)
     gate_student(evaluated) >> [approve, *others]
     approve >> decided
     [*decided, *others] >> report

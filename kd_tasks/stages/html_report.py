@@ -18,6 +18,7 @@ from ..storage.runs import reports
 from .report import COLUMNS, approval_text, cell
 
 NIGHTS = 30  # nights in the trend
+PAGE_ROUTE = "/kd-reports"  # where the Airflow api-server serves the pages (plugins/kd_reports.py)
 COLORS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c", "champion": "#55a868"}
 
 
@@ -247,3 +248,20 @@ def write_html(use_case: str, report: dict[str, Any], path: Any) -> Any:
 
     page = render(report, history(use_case, report))
     return files.write_bytes(fs.as_path(path), page.encode("utf-8"))
+
+
+def read_page(report_path: str, home: Any = None) -> str:
+    """The page beside ``report_path`` (a night's ``report.json``, as ``write_report`` returned it), for a
+    server that got the path from elsewhere (the Airflow plugin's "Night report" link): only a
+    ``report.json`` inside ``KD_HOME``'s ``runs/`` is read. ``FileNotFoundError`` when the page is missing."""
+    from ..names import InputError
+
+    path = fs.as_path(report_path)
+    runs = fs.as_path(home or fs.kd_home()) / "runs"
+    inside = str(path).startswith(str(runs).rstrip("/") + "/") and ".." not in str(path).split("/")
+    if path.name != "report.json" or not inside:
+        raise InputError(f"{report_path!r} is not a night's report.json under {runs}")
+    page = path.parent / "report.html"
+    if not page.is_file():
+        raise FileNotFoundError(f"{page} is missing: clear the run's write_report task to write it again")
+    return page.read_text()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from urllib.parse import quote
 
 import pytest
 
@@ -166,6 +167,18 @@ def test_scheduled_nightly_run_is_judged_and_a_promotion_triggers_the_export(clu
     verdict = next(ch for ch in report["gate"]["checks"] if ch["name"] == "teacher_verdict")
     assert verdict["waived"] and "accepted by" in verdict["detail"] and "tiny test teacher" in verdict["detail"]
     assert report["gate"]["decision"] in ("promote", "hold") and report["outcome"]["outcome"] in ("promoted", "held")
+    # the night's page: write_report's "Night report" link, served from the object store by the
+    # project's plugin behind Airflow's login
+    run_id = runs[0]["dag_run_id"]
+    status, links = c.api("GET", f"/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/write_report/links")
+    url = links["extra_links"]["Night report"]
+    assert status == 200 and url == f"http://127.0.0.1:{c.port}/kd-reports/{NIGHTLY}/{quote(run_id, safe='')}"
+    assert c.page(url, login=False)[0] == 401
+    status, page = c.page(url)
+    assert status == 200 and f"Gate decision: {report['gate']['decision']}" in page and run_id in page
+    assert page == (night / "report.html").read_text()
+    status, page = c.page(f"http://127.0.0.1:{c.port}/kd-reports/{NIGHTLY}/manual__no-such-run")
+    assert status == 404 and "has no report" in page
     # the deadline alert: the scheduler saw the deadline pass, the triggerer ran the SMTP notifier
     missed = c.wait("the deadline alert's mail", lambda: [m for m in inbox.messages if "missed its deadline" in
                                                         m["subject"]], timeout=120)
