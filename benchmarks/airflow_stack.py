@@ -91,11 +91,11 @@ class Cluster:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def page(self, url: str, login: bool = True) -> tuple[int, str]:
-        """GET a page of the api-server (a plugin's, say) as a logged-in user would, or anonymously."""
-        if login and self._token is None:
+    def page(self, url: str, token: str | None = None) -> tuple[int, str]:
+        """GET a page of the api-server (a plugin's, say) with this stack's API token, or ``token``."""
+        if token is None and self._token is None:
             self.api("GET", "/version")
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._token}"} if login else {})
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token or self._token}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, r.read().decode()
