@@ -77,13 +77,17 @@ class Cluster:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
 
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def token(self) -> str:
+        """This stack's API token (the simple auth manager's, fetched once)."""
         if self._token is None:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/auth/token", timeout=10) as r:
                 self._token = json.loads(r.read())["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2{path}", method=method,
                                      data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {self._token}",
+                                     headers={"Authorization": f"Bearer {self.token()}",
                                               "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
@@ -93,9 +97,7 @@ class Cluster:
 
     def page(self, url: str, token: str | None = None) -> tuple[int, str]:
         """GET a page of the api-server (a plugin's, say) with this stack's API token, or ``token``."""
-        if token is None and self._token is None:
-            self.api("GET", "/version")
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token or self._token}"})
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token or self.token()}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, r.read().decode()

@@ -100,24 +100,16 @@ HEAVY_POOL = "kd_heavy"  # teacher inference, training and latency measurement: 
 # The Celery queue of the teacher's tasks (soft labels, fine-tuning): GPU workers serve only this one.
 # A deployment without such workers serves it from its ordinary workers (airflow celery worker -q default,teacher).
 TEACHER_QUEUE = os.environ.get("KD_TEACHER_QUEUE", "teacher")
-# The Airflow connection (type aws, the Amazon provider's) with the credentials of an s3:// KD_HOME.
-HOME_CONN_ENV = "KD_HOME_CONN_ID"
 
 
 def object_store_credentials() -> None:
-    """With ``$KD_HOME_CONN_ID`` set, take the object store's credentials, endpoint and region from
-    that Airflow connection (so they come from Airflow's secrets backend, never from code or logs):
-    login = access key id, password = secret access key, extra ``endpoint_url``, ``region_name``,
-    ``aws_session_token``. Without it, AWS's usual chain applies (environment, profile, instance role)."""
-    conn_id = os.environ.get(HOME_CONN_ENV)
-    if not conn_id:
-        return
+    """The object store's credentials, endpoint and region from the Airflow connection that
+    ``$KD_HOME_CONN_ID`` names (so they come from Airflow's secrets backend, never from code or logs)."""
     from airflow.sdk import BaseHook
 
-    from kd_tasks.storage.fs import configure_s3_from_connection
+    from kd_tasks.home import configure_s3_from_home_connection
 
-    conn = BaseHook.get_connection(names.conn_id(conn_id))
-    configure_s3_from_connection(conn.login, conn.password, conn.extra_dejson)
+    configure_s3_from_home_connection(BaseHook.get_connection)
 
 
 def ds_param(description: str) -> Param:

@@ -11,7 +11,6 @@ stack do); it needs the ``KD_HOME`` (and, on S3, ``KD_HOME_CONN_ID``) of the wor
 from __future__ import annotations
 
 import json
-import os
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
@@ -20,30 +19,17 @@ from sqlalchemy import select
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.models.connection import Connection
 from airflow.models.xcom import XComModel
 from airflow.plugins_manager import AirflowPlugin
 
 from kd_tasks.names import InputError
 from kd_tasks.stages.html_report import PAGE_ROUTE, read_page
+from kd_tasks.home import configure_s3_from_home_connection
 
 REPORT_TASK = "write_report"  # the nightly task whose return value is the night's report.json
 
 app = FastAPI(title="Nightly distillation reports")
-
-
-def _object_store_credentials() -> None:
-    """The object store's credentials from the Airflow connection ``$KD_HOME_CONN_ID`` names, as the
-    tasks take them (``kd_common.object_store_credentials``)."""
-    conn_id = os.environ.get("KD_HOME_CONN_ID")
-    if not conn_id:
-        return
-    from airflow.models.connection import Connection
-
-    from kd_tasks import names
-    from kd_tasks.storage.fs import configure_s3_from_connection
-
-    conn = Connection.get_connection_from_secrets(names.conn_id(conn_id))
-    configure_s3_from_connection(conn.login, conn.password, conn.extra_dejson)
 
 
 @app.get("/{dag_id}/{run_id}", response_class=HTMLResponse,
@@ -60,12 +46,10 @@ def night_report(dag_id: str, run_id: str, session: SessionDep) -> HTMLResponse:
         report_path = json.loads(value)  # the column holds the JSON text of the task's return value
     except (TypeError, ValueError):
         report_path = value
-    _object_store_credentials()
+    configure_s3_from_home_connection(Connection.get_connection_from_secrets)  # as the tasks take them
     try:
         return HTMLResponse(read_page(str(report_path)))
-    except InputError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except FileNotFoundError as exc:
+    except (InputError, FileNotFoundError) as exc:
         raise HTTPException(404, str(exc)) from exc
 
 

@@ -62,18 +62,6 @@ def configure_s3(access_key: str | None = None, secret_key: str | None = None, s
                          endpoint_url=endpoint_url, region=region)
 
 
-def configure_s3_from_connection(login: str | None, password: str | None, extra: dict[str, Any] | None) -> None:
-    """``configure_s3`` from an Airflow AWS connection's fields (the Amazon provider's layout): login =
-    access key id, password = secret access key, extra ``endpoint_url`` (or
-    ``service_config.s3.endpoint_url``), ``region_name``, ``aws_session_token``."""
-    extra = extra or {}
-    configure_s3(access_key=login or None, secret_key=password or None,
-                 session_token=extra.get("aws_session_token") or None,
-                 endpoint_url=extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get(
-                     "endpoint_url") or None,
-                 region=extra.get("region_name") or None)
-
-
 def _setting(name: str, *env: str) -> str | None:
     if _settings.get(name):
         return _settings[name]
