@@ -6,9 +6,17 @@ weights chosen on the validation rows by the use case's metric (a grid over the 
 two members, 0.1 for more). ``ensemble.json`` records members, versions, temperatures and weights;
 the soft labels record every member's version (``member_versions``). Multi-teacher distillation as a
 declaration: a new ensemble is one more row in ``FAMILIES``.
+
+The temperatures and weights are fitted on the validation rows, so the ensemble's own score on them
+flatters it. Where the teacher gate compares it with its baselines on those rows, it reads the
+ensemble's cross-fitted logits instead (``EnsembleTeacher.validation_logits``): each of ``FOLDS``
+folds of the rows (by a hash of the row's group or position) combined with the temperatures and weights
+fitted on the other folds, so no row is scored by settings chosen on it.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -22,6 +30,7 @@ from ..metrics import log_softmax
 log = logging.getLogger(__name__)
 ENSEMBLE = "ensemble.json"
 TEMPERATURES = np.geomspace(0.25, 8.0, 31)
+FOLDS = 5
 
 
 def fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
@@ -41,6 +50,57 @@ def weight_grid(n: int) -> list[tuple[float, ...]]:
 
 def combine(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return sum(w * p for w, p in zip(weights, parts)).astype(np.float32)
+
+
+def gold_index(validation: Any, label_names: Sequence[str]) -> np.ndarray:
+    """The validation rows' gold class indices (-1: no gold, or a class the teacher does not know)."""
+    index = {n: i for i, n in enumerate(label_names)}
+    return np.array([index.get(str(g), -1) if g is not None else -1 for g in validation.gold])
+
+
+def calibrate_and_weigh(raw: Sequence[np.ndarray], validation: Any,
+                        gold: np.ndarray) -> tuple[list[float], tuple[float, ...], float]:
+    """Each member's temperature (NLL on the rows), then the weights on the simplex that maximise
+    ``validation``'s metric of the combined calibrated log-probabilities: (temperatures, weights, score)."""
+    temps = [fit_temperature(z, gold) for z in raw]
+    parts = [log_softmax(z / t) for z, t in zip(raw, temps)]
+    best, best_score = None, float("-inf")
+    for w in weight_grid(len(parts)):
+        score = validation.score(combine(parts, w))
+        if score > best_score + 1e-12:
+            best, best_score = w, score
+    if best is None:  # the metric is undefined on these rows (e.g. one class): equal weights
+        best = tuple(1.0 / len(parts) for _ in parts)
+    return temps, best, best_score
+
+
+def fold_of(validation: Any, folds: int = FOLDS) -> np.ndarray:
+    """Each validation row's fold: a hash of its group (rows of one group stay together) or position."""
+    keys = validation.groups if validation.groups is not None else range(len(validation.gold))
+    return np.array([int.from_bytes(hashlib.sha1(f"ensemble-fold:{k}".encode()).digest()[:4], "big") % folds
+                     for k in keys])
+
+
+def subset(validation: Any, rows: np.ndarray) -> Any:
+    """The validation rows ``rows`` (indices) as a validation set of their own (gold and groups)."""
+    return dataclasses.replace(validation, inputs=None, gold=[validation.gold[i] for i in rows],
+                               groups=None if validation.groups is None else [validation.groups[i] for i in rows])
+
+
+def cross_fitted(raw: Sequence[np.ndarray], validation: Any, gold: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """The ensemble's logits on the validation rows, each fold combined with the temperatures and
+    weights fitted on the other folds: an honest score on rows that also chose the settings."""
+    fold = fold_of(validation, folds)
+    out = np.zeros_like(np.asarray(raw[0], dtype=np.float32))
+    for k in range(folds):
+        held, fit = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        if not len(held):
+            continue
+        if not len(fit):  # a single fold: nothing to fit on but the rows themselves
+            fit = held
+        temps, weights, _ = calibrate_and_weigh([z[fit] for z in raw], subset(validation, fit), gold[fit])
+        out[held] = combine([log_softmax(z[held] / t) for z, t in zip(raw, temps)], weights)
+    return out
 
 
 class EnsembleTeacher:
@@ -90,6 +150,12 @@ class EnsembleTeacher:
             progress(len(texts))
         return combine(parts, [m["weight"] for m in self.members])
 
+    def validation_logits(self, validation: Any) -> np.ndarray:
+        """The ensemble's cross-fitted logits on the rows its temperatures and weights were fitted on
+        (``cross_fitted``): what the teacher gate compares with the baselines."""
+        raw = [t.logits(validation.inputs) for t in self.teachers]
+        return cross_fitted(raw, validation, gold_index(validation, self.label_names))
+
     def num_parameters(self) -> int:
         return sum(t.num_parameters() for t in self.teachers)
 
@@ -111,33 +177,27 @@ def train_ensemble(inputs: Sequence[Any], gold: Sequence[int], label_names: Sequ
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, {family_name} declares {list(members)}")
     out_dir = Path(out_dir)
-    index = {n: i for i, n in enumerate(label_names)}
-    val_gold = np.array([index.get(str(g), -1) if g is not None else -1 for g in validation.gold])
-    specs, parts, scores = [], [], {}
+    val_gold = gold_index(validation, label_names)
+    specs, raw, scores = [], [], {}
     for name in members:
         cls = teacher_class(name)
         (out_dir / "members" / name).mkdir(parents=True)
         manifest = build_teacher(out_dir / "members" / name, lambda tmp, cls=cls: cls.train(
             inputs, gold, label_names, feature_names, tmp, base_model, config, validation))
         teacher = cls.load(out_dir / "members" / name, manifest["version"], manifest)
-        z = teacher.logits(validation.inputs)
-        t = fit_temperature(z, val_gold)
-        parts.append(log_softmax(z / t))
-        scores[name] = validation.score(parts[-1])
-        specs.append({"family": name, "dir": f"members/{name}", "version": manifest["version"], "temperature": t})
-        log.info("ensemble member %s (teacher %s): temperature %.3f, validation %s %.4f", name, manifest["version"],
-                 t, validation.metric, scores[name])
-    best, best_score = None, float("-inf")
-    for w in weight_grid(len(parts)):
-        score = validation.score(combine(parts, w))
-        if score > best_score + 1e-12:
-            best, best_score = w, score
-    for spec, w in zip(specs, best):
-        spec["weight"] = w
+        raw.append(teacher.logits(validation.inputs))
+        scores[name] = validation.score(raw[-1])
+        specs.append({"family": name, "dir": f"members/{name}", "version": manifest["version"]})
+    temps, weights, best_score = calibrate_and_weigh(raw, validation, val_gold)
+    honest = validation.score(cross_fitted(raw, validation, val_gold))
+    for spec, t, w in zip(specs, temps, weights):
+        spec["temperature"], spec["weight"] = t, w
+        log.info("ensemble member %s (teacher %s): temperature %.3f, weight %.2f, validation %s %.4f", spec["family"],
+                 spec["version"], t, w, validation.metric, scores[spec["family"]])
     (out_dir / ENSEMBLE).write_text(json.dumps({"members": specs}, indent=2))
-    log.info("ensemble %s: weights %s, validation %s %.4f (members: %s)", family_name,
-             {s["family"]: s["weight"] for s in specs}, validation.metric, best_score,
+    log.info("ensemble %s: validation %s %.4f with the weights fitted on those rows, %.4f cross-fitted over %d "
+             "folds (members: %s)", family_name, validation.metric, best_score, honest, FOLDS,
              {k: round(v, 4) for k, v in scores.items()})
     return {"family": family_name, "label_names": list(label_names), "members": specs,
             "validation": {"metric": validation.metric, "rows": len(validation.gold), "best": best_score,
-                           "members": scores}}
+                           "cross_fitted": honest, "folds": FOLDS, "members": scores}}

@@ -134,7 +134,9 @@ def judge_teacher(use_case: UseCase, teacher: Any, train_rows: pa.Table, val_row
     gold = get_task(use_case.task).gold_index(labels, names)
     groups = None if not use_case.group_column else val_rows.column(use_case.group_column).to_pylist()
     check = Validation(teacher_inputs(use_case, val_rows), val_labels, names, use_case.task, metric, groups)
-    logits = {"teacher": teacher.logits(check.inputs)}
+    # a teacher tuned on these rows beyond early stopping (an ensemble's weights) gives honest logits
+    honest = getattr(teacher, "validation_logits", None)
+    logits = {"teacher": honest(check) if honest is not None else teacher.logits(check.inputs)}
     info: dict[str, dict[str, Any]] = {}
     for name in family(use_case.teacher_family).baselines:
         predict, info[name] = BASELINES[name](teacher_inputs(use_case, train_rows), gold, len(names),

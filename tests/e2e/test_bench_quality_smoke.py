@@ -46,6 +46,13 @@ def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd
         assert all(0.25 <= t <= 8 for t in ens["temperatures"].values())
         assert m["teacher_ensemble"]["params"] == m["teacher"]["params"] + m["tfidf_lr"]["params"]
         assert 0 <= m["student_kd_ensemble"]["top1_agreement"] <= 1
+        # its teacher gate on cross-fitted logits, and its student against MiniLM's with an interval
+        assert set(ens["teacher_vs_baselines"]["baselines"]) == {"tfidf_lr", "student_gold_only"}
+        assert ens["val_macro_f1_cross_fitted"] == ens["teacher_vs_baselines"]["teacher"]
+        c = ens["student_kd_ensemble_minus_student_kd"]
+        assert c["low"] <= c["delta"] <= c["high"]
+        assert abs(c["delta"] - (m["student_kd_ensemble"]["macro_f1"] - m["student_kd"]["macro_f1"])) < 1e-9
+        assert 1 / r["rows"]["classes"] <= ens["soft_label_top_p"]["teacher_ensemble"] <= 1
         # the gate's decision with its interval
         gate = r["gate"]
         assert gate["decision"] in ("promote", "hold") and gate["candidate"] in ("student", "baseline")

@@ -14,8 +14,8 @@ Sequence (one module-scoped Airflow, every process stopped by PID at the end, pa
    forced manual night waits for approval (mailed too), is approved through the REST API and promotes
    a champion; the promoted-model asset event triggers the export DAG; two more forced nights are held,
    one by a person's answer, one by the approval timeout's default, and logged as rejected;
-2. `airflow backfill create` over the three days before: three successful runs, in date order, each
-   date's partitions written once, the production alias untouched, three gate decisions logged as
+2. `airflow backfill create` over the two days before: two successful runs, in date order, each
+   date's partitions written once, the production alias untouched, two gate decisions logged as
    candidates;
 3. a manual trigger with a bad param is refused by the API and creates no run;
 4. the same night on the LocalExecutor (a copy of the nightly DAG whose tasks name it) and on the
@@ -57,7 +57,7 @@ reference()
 '''
 REDIS_DB = 9  # the broker's database on the running Redis, emptied before and after
 TODAY = dt.datetime.now(dt.timezone.utc).date()
-DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (4, 3, 2, 1)]  # yesterday is DAYS[-1]
+DAYS = [(TODAY - dt.timedelta(days=k)).isoformat() for k in (3, 2, 1)]  # yesterday is DAYS[-1]
 SECRET = "kd-stack-secret-3Fv9-never-shown"
 
 
@@ -263,12 +263,12 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
     champion = _alias(c)
     assert champion, "the first test must have promoted first"
     promoted, exported = [e["outcome"] for e in _promotions(c)].count("promoted"), len(c.runs(EXPORT))
-    c.cli("backfill", "create", "--dag-id", NIGHTLY, "--from-date", DAYS[0], "--to-date", DAYS[2],
+    c.cli("backfill", "create", "--dag-id", NIGHTLY, "--from-date", DAYS[0], "--to-date", DAYS[-2],
           "--max-active-runs", "1", "--reprocess-behavior", "none")
-    runs = c.wait("three backfill runs", lambda: stack.finished([r for r in c.runs(NIGHTLY) if r["run_type"] == "backfill"],
-                                                           3), timeout=420)
+    runs = c.wait("two backfill runs", lambda: stack.finished([r for r in c.runs(NIGHTLY) if r["run_type"] == "backfill"],
+                                                         2), timeout=420)
     runs = sorted(runs, key=lambda r: r["logical_date"])
-    assert [r["logical_date"][:10] for r in runs] == DAYS[:3]
+    assert [r["logical_date"][:10] for r in runs] == DAYS[:-1]
     for earlier, later in zip(runs, runs[1:]):  # one at a time, oldest first
         assert earlier["end_date"] <= later["start_date"], (earlier, later)
 
@@ -285,7 +285,7 @@ def test_backfill_runs_in_order_once_per_date_and_never_moves_production(cluster
 
     assert _alias(c) == champion, "a backfill must not move the production alias"
     candidates = [e for e in _promotions(c) if e["outcome"] == "candidate"]
-    assert sorted(e["ds"] for e in candidates) == DAYS[:3]
+    assert sorted(e["ds"] for e in candidates) == DAYS[:-1]
     assert all(e["gate"]["decision"] in ("promote", "hold") and e["gate"]["checks"] for e in candidates)
     assert [e["outcome"] for e in _promotions(c)].count("promoted") == promoted
     assert len(c.runs(EXPORT)) == exported, "no promotion, so no new export"

@@ -6,7 +6,9 @@ import numpy as np
 
 from conftest import DS, TINY_TEACHER_TRAIN
 from kd_tasks.models import load_teacher
-from kd_tasks.models.ensemble import fit_temperature, log_softmax, weight_grid
+from kd_tasks.models.ensemble import (calibrate_and_weigh, combine, cross_fitted, fit_temperature, fold_of,
+                                     log_softmax, weight_grid)
+from kd_tasks.models.training import Validation
 from kd_tasks.nightly import bootstrap, resolve_use_case
 from kd_tasks.stages.extract import extract_partition
 from kd_tasks.stages.soft_labels import generate_soft_labels
@@ -29,6 +31,8 @@ def test_ensemble_teacher_trains_weighs_and_records_its_members(kd_home, fashion
     manifest = json.loads((directory / "kd_manifest.json").read_text())
     assert manifest["validation"]["members"].keys() == {"hf_sequence_classifier", "tfidf_lr"}
     assert manifest["validation"]["best"] >= max(manifest["validation"]["members"].values()) - 1e-9
+    # the teacher gate scored the ensemble on rows that did not choose its weights (cross-fitted)
+    assert out["verdict"]["teacher"] == manifest["validation"]["cross_fitted"]
 
     # the ensemble's logits are the weighted sum of its members' calibrated log-probabilities
     texts = ["Nike Men Black Running Shoes", "Titan Women Analog Watch", "Lavie Women Brown Handbag"]
@@ -53,3 +57,23 @@ def test_temperature_and_weight_grid():
     grid = weight_grid(2)
     assert len(grid) == 21 and (0.0, 1.0) in grid and all(abs(sum(w) - 1) < 1e-9 for w in grid)
     assert len(weight_grid(3)) == 66
+
+
+def test_cross_fitted_logits_score_each_fold_with_settings_fitted_on_the_others():
+    rng = np.random.default_rng(3)
+    n, classes = 90, 3
+    gold = rng.integers(0, classes, n)
+    names = [str(c) for c in range(classes)]
+    check = Validation(None, [str(g) for g in gold], names, "multiclass", "macro_f1")
+    noise = [rng.normal(0, 1, (n, classes)) for _ in range(2)]  # members that know nothing
+    honest = cross_fitted(noise, check, gold)
+    fold = fold_of(check)
+    assert set(fold) == {0, 1, 2, 3, 4}
+    for k in range(5):  # each fold's rows: the settings fitted on the other folds' rows only
+        fit, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        sub = Validation(None, [str(g) for g in gold[fit]], names, "multiclass", "macro_f1")
+        temps, weights, _ = calibrate_and_weigh([z[fit] for z in noise], sub, gold[fit])
+        assert np.allclose(honest[held], combine([log_softmax(z[held] / t) for z, t in zip(noise, temps)], weights))
+    # weights chosen on the rows flatter noise; the cross-fitted score does not
+    _, _, in_sample = calibrate_and_weigh(noise, check, gold)
+    assert in_sample > check.score(honest) + 0.02
