@@ -381,7 +381,6 @@ def gate_decision(test: Window, logits: dict[str, np.ndarray], models: dict[str,
     baseline - KD student."""
     from kd_tasks.stages.evaluate import compare
     from kd_tasks.stages.gate import decide
-    from kd_tasks.tasks import get_task
 
     gate = PRODUCT_CATEGORY.gate
     scorers = {}
