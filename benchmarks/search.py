@@ -5,7 +5,10 @@ On the Home Depot search-relevance pairs (74,067 judged (query, product) pairs, 
 or tuned on), then 10% of the rest validate (the teacher's early stopping, the students' temperature
 sweep) and the rest train. Two regimes: **full** (every training query keeps its grades) and
 **scarce** (10% of the training queries keep them; the teacher scores the rest). Each training query
-also gets ``--sampled`` catalogue products as unjudged candidates (as ``extract_pairs.sql`` adds them).
+also gets unjudged candidates the teacher scores: ``Budget.sampled`` random catalogue products (as
+``extract_pairs.sql`` adds them) and ``Budget.hard_negatives`` of BM25's top ``Budget.hard_pool``
+products for it (its lexical near misses: what a retriever over the whole catalogue must learn to
+tell apart).
 
 Models: the MiniLM cross-encoder teacher (graded regression, ``kd_tasks.models.cross_encoder``);
 the two-tower and pair students (``two_tower``, ``pair_ngram``) with KD (the use case's loss terms,
@@ -49,14 +52,16 @@ class Budget:
     teacher_max_rows: int = 0  # 0: every judged training pair
     teacher_max_length: int = 48
     student_epochs: int = 6
-    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)
+    temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     sampled: int = 4
+    hard_negatives: int = 4  # per training query: unjudged products from BM25's top ``hard_pool``
+    hard_pool: int = 20
     latency_queries: int = 30
 
 
 FULL_BUDGET = Budget()
 SMOKE_BUDGET = Budget(teacher_epochs=1, teacher_max_length=32, student_epochs=2, temperatures=(1.0,), sampled=2,
-                      latency_queries=5)
+                      hard_negatives=2, hard_pool=10, latency_queries=5)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -100,21 +105,35 @@ def split(pairs: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
 
 
 def training_rows(pairs: Sequence[dict[str, Any]], train: set[str], products: dict[str, str], regime: str,
-                  sampled: int, seed: int) -> list[dict[str, Any]]:
+                  budget: Budget, seed: int, catalogue_bm25: Any = None) -> list[dict[str, Any]]:
     """The training queries' pairs (grades kept in the full regime, for 10% of the queries in the
-    scarce one) plus ``sampled`` unjudged catalogue products per query."""
+    scarce one) plus unjudged candidates per query: ``budget.sampled`` catalogue products drawn at
+    random, and ``budget.hard_negatives`` drawn from BM25's top ``budget.hard_pool`` products for the
+    query that it was not judged with (the teacher scores them all: a lexical near-miss it scores low
+    is the negative that teaches a two-tower student to find products, not only to order them)."""
     rng = np.random.default_rng(seed)
     ids = sorted(products)
     judged = {q for q in train if regime == "full" or _h(q, "scarce:") % 10 == 0}
     rows, shown = [], set()
     for p in pairs:
         if p["query"] in train:
-            rows.append({**p, "grade": p["grade"] if p["query"] in judged else None})
+            rows.append({**p, "grade": p["grade"] if p["query"] in judged else None, "source": "judged"})
             shown.add((p["query"], p["product_id"]))
+    ids_of: dict[str, list[str]] = {}
+    for pid in ids:
+        ids_of.setdefault(products[pid], []).append(pid)
     for q in sorted(train):
-        for j in rng.choice(len(ids), sampled, replace=False):
-            if (q, ids[j]) not in shown:
-                rows.append({"query": q, "product_id": ids[j], "title": products[ids[j]], "grade": None})
+        extra = [(ids[j], "random") for j in rng.choice(len(ids), budget.sampled, replace=False)]
+        if budget.hard_negatives and catalogue_bm25 is not None:
+            near = [pid for title in catalogue_bm25.top_k(q, budget.hard_pool) for pid in ids_of.get(title, ())
+                    if (q, pid) not in shown]
+            if near:
+                extra += [(near[j], "bm25") for j in sorted(rng.choice(len(near), min(budget.hard_negatives, len(near)),
+                                                                       replace=False))]
+        for pid, source in extra:
+            if (q, pid) not in shown:
+                rows.append({"query": q, "product_id": pid, "title": products[pid], "grade": None, "source": source})
+                shown.add((q, pid))
     return rows
 
 
@@ -127,7 +146,9 @@ def _key(obj: Any) -> str:
 
 def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[str, Any]], test: list[dict[str, Any]],
                        budget: Budget, base_model: str | None, cache: Path, seed: int) -> tuple[Any, dict[str, Any]]:
-    """The regime's cross-encoder (cached) and its scores of the training, validation and test rows."""
+    """The regime's cross-encoder and its scores of the training, validation and test rows. The
+    teacher is cached by its settings and judged pairs, its scores by the rows they score: a change to
+    the unjudged candidates rescores, it does not retrain."""
     from kd_tasks.config import TeacherTrainConfig
     from kd_tasks.models.cross_encoder import CrossEncoderTeacher, train_cross_encoder
     from kd_tasks.models.runtime import Progress
@@ -138,11 +159,12 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
     config = TeacherTrainConfig(epochs=budget.teacher_epochs, learning_rate=5e-5, head_learning_rate=1e-3,
                                 batch_size=32, max_length=budget.teacher_max_length, max_rows=cap,
                                 balanced_classes=False, seed=seed, patience=2)
+    pairs_of = lambda rs: [(r["query"], r["title"]) for r in rs]  # noqa: E731
     key = _key({"regime": regime, "config": asdict(config), "base": base_model or "minilm",
-                "judged": len(judged), "rows": len(rows), "first": rows[0]["query"] if rows else ""})
+                "judged": _key([(r["query"], r["product_id"], r["grade"]) for r in judged]),
+                "val": _key(pairs_of(val))})
     home = cache / f"search-{regime}-{key}"
     info_path = home / "teacher_info.json"
-    pairs_of = lambda rs: [(r["query"], r["title"]) for r in rs]  # noqa: E731
     if not info_path.is_file():
         home.mkdir(parents=True, exist_ok=True)
         check = Validation(pairs_of(val), [r["grade"] for r in val], ["grade"], "ranking", "ndcg_at_10",
@@ -150,25 +172,32 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
         started = time.perf_counter()
         fields = train_cross_encoder(pairs_of(judged), [r["grade"] for r in judged], ["grade"], (), home / "teacher",
                                      base_model, config, check)
-        teacher = CrossEncoderTeacher.load(home / "teacher", key, fields)
+        info = {"train_s": round(time.perf_counter() - started, 1), "judged_train_pairs": len(judged),
+                "fields": {k: v for k, v in fields.items() if k != "train_config"}, "config": asdict(config)}
+        info_path.write_text(json.dumps(info, indent=1))
+        log.info("%s: teacher trained in %.0f s on %d judged pairs", regime, info["train_s"], len(judged))
+    else:
+        log.info("%s: cached teacher at %s", regime, home)
+    teacher = CrossEncoderTeacher.load(home / "teacher", key, {"label_names": ["grade"],
+                                                               "max_length": budget.teacher_max_length})
+    info = json.loads(info_path.read_text())
+    parts = (("train", rows), ("val", val), ("test", test))
+    scores_path = home / f"scores-{_key({name: pairs_of(part) for name, part in parts})}.npz"
+    if not scores_path.is_file():
         label_started = time.perf_counter()
         scores = {name: teacher.logits(pairs_of(part), batch_size=64,
                                        progress=Progress(f"{regime}: teacher scores the {name} pairs", len(part),
                                                          every_s=30.0)).reshape(-1)
-                  for name, part in (("train", rows), ("val", val), ("test", test))}
-        np.savez(home / "scores.npz", **scores)
-        info = {"train_s": round(label_started - started, 1), "label_s": round(time.perf_counter() - label_started, 1),
-                "labelled_rows": sum(len(v) for v in scores.values()), "judged_train_pairs": len(judged),
-                "fields": {k: v for k, v in fields.items() if k != "train_config"}, "config": asdict(config)}
-        info_path.write_text(json.dumps(info, indent=1))
-        log.info("%s: teacher trained in %.0f s, %d rows scored in %.0f s", regime, info["train_s"],
-                 info["labelled_rows"], info["label_s"])
-    else:
-        log.info("%s: cached teacher at %s", regime, home)
-        teacher = CrossEncoderTeacher.load(home / "teacher", key, {"label_names": ["grade"],
-                                                                   "max_length": budget.teacher_max_length})
-    info = json.loads(info_path.read_text())
-    with np.load(home / "scores.npz") as z:
+                  for name, part in parts}
+        np.savez(scores_path.with_suffix(".tmp.npz"), **scores)
+        scores_path.with_suffix(".tmp.npz").replace(scores_path)
+        scores_path.with_suffix(".json").write_text(json.dumps(
+            {"label_s": round(time.perf_counter() - label_started, 1),
+             "labelled_rows": sum(len(v) for v in scores.values())}))
+        log.info("%s: %d rows scored in %.0f s", regime, sum(len(v) for v in scores.values()),
+                 time.perf_counter() - label_started)
+    info.update(json.loads(scores_path.with_suffix(".json").read_text()))
+    with np.load(scores_path) as z:
         info["scores"] = {k: z[k] for k in z.files}
     return teacher, info
 
@@ -255,7 +284,7 @@ def run(regime: str, pairs: list[dict[str, Any]], products: dict[str, str], spli
         budget: Budget, base_model: str | None, cache: Path, seed: int, catalogue_bm25: Any,
         product_vectors_cache: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
-    rows = training_rows(pairs, splits["train"], products, regime, budget.sampled, seed)
+    rows = training_rows(pairs, splits["train"], products, regime, budget, seed, catalogue_bm25)
     val = [p for p in pairs if p["query"] in splits["val"]]
     test = [p for p in pairs if p["query"] in splits["test"]]
     teacher, tinfo = teacher_and_scores(regime, rows, val, test, budget, base_model, cache, seed)
@@ -338,6 +367,8 @@ def run(regime: str, pairs: list[dict[str, Any]], products: dict[str, str], spli
             "ndcg_retention": retention, "latency_ratio": latency_ratio, "targets": targets,
             "queries": {k: len(v) for k, v in splits.items()}, "training_rows": len(rows),
             "judged_training_pairs": sum(r["grade"] is not None for r in rows), "test_pairs": len(test),
+            "training_candidates": {source: sum(r["source"] == source for r in rows)
+                                    for source in ("judged", "random", "bm25")},
             "teacher": tinfo, "students": {f: {"temperature": s["temperature"], "sweep": s["sweep"],
                                               "nokd_train_s": s["nokd_train_s"]} for f, s in students.items()},
             "recall_queries": n_rel, "seconds": round(time.perf_counter() - started, 1)}
@@ -356,7 +387,9 @@ def table(report: dict[str, Any]) -> str:
              f"`python -m benchmarks.search`, {report['seconds'] / 60:.1f} minutes.", ""]
     for r in report["runs"]:
         lines += [f"**{r['regime']}** ({r['queries']['train']} training queries, "
-                  f"{r['judged_training_pairs']} judged training pairs of {r['training_rows']} rows; "
+                  f"{r['judged_training_pairs']} judged training pairs of {r['training_rows']} rows "
+                  f"({r['training_candidates']['random']} random and {r['training_candidates']['bm25']} BM25 "
+                  f"unjudged candidates); "
                   f"{r['queries']['test']} test queries, {r['test_pairs']} judged test pairs)", "",
                   "| model | NDCG@10 | MRR | Spearman | tau vs teacher | recall@100 | p50 ms / 100 cand. | "
                   "p95 ms | params |", "|---|---|---|---|---|---|---|---|---|"]

@@ -18,6 +18,9 @@ def test_smoke_benchmark_writes_the_documented_report(tmp_path, datasets_dir, kd
     # split by query: the same queries in both regimes; scarce keeps the grades of about 10% of them
     assert full["queries"] == scarce["queries"] and full["queries"]["test"] > 30
     assert full["judged_training_pairs"] > 5 * scarce["judged_training_pairs"] > 0
+    for r in report["runs"]:  # unjudged candidates per query: random products and BM25's near misses
+        c = r["training_candidates"]
+        assert sum(c.values()) == r["training_rows"] and c["random"] > 0 and c["bm25"] > 0
     for r in report["runs"]:
         assert set(r["models"]) == NAMES
         for name, m in r["models"].items():
