@@ -119,9 +119,7 @@ def training_rows(pairs: Sequence[dict[str, Any]], train: set[str], products: di
         if p["query"] in train:
             rows.append({**p, "grade": p["grade"] if p["query"] in judged else None, "source": "judged"})
             shown.add((p["query"], p["product_id"]))
-    ids_of: dict[str, list[str]] = {}
-    for pid in ids:
-        ids_of.setdefault(products[pid], []).append(pid)
+    ids_of = ids_by_title(products)
     for q in sorted(train):
         extra = [(ids[j], "random") for j in rng.choice(len(ids), budget.sampled, replace=False)]
         if budget.hard_negatives and catalogue_bm25 is not None:
@@ -135,6 +133,14 @@ def training_rows(pairs: Sequence[dict[str, Any]], train: set[str], products: di
                 rows.append({"query": q, "product_id": pid, "title": products[pid], "grade": None, "source": source})
                 shown.add((q, pid))
     return rows
+
+
+def ids_by_title(products: dict[str, str]) -> dict[str, list[str]]:
+    """Catalogue product ids by title (BM25 indexes distinct titles; several products may share one)."""
+    out: dict[str, list[str]] = {}
+    for pid in sorted(products):
+        out.setdefault(products[pid], []).append(pid)
+    return out
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -181,16 +187,17 @@ def teacher_and_scores(regime: str, rows: list[dict[str, Any]], val: list[dict[s
     teacher = CrossEncoderTeacher.load(home / "teacher", key, {"label_names": ["grade"],
                                                                "max_length": budget.teacher_max_length})
     info = json.loads(info_path.read_text())
-    parts = (("train", rows), ("val", val), ("test", test))
-    scores_path = home / f"scores-{_key({name: pairs_of(part) for name, part in parts})}.npz"
+    texts = {name: pairs_of(part) for name, part in (("train", rows), ("val", val), ("test", test))}
+    scores_path = home / f"scores-{_key(texts)}.npz"
     if not scores_path.is_file():
         label_started = time.perf_counter()
-        scores = {name: teacher.logits(pairs_of(part), batch_size=64,
+        scores = {name: teacher.logits(part, batch_size=64,
                                        progress=Progress(f"{regime}: teacher scores the {name} pairs", len(part),
                                                          every_s=30.0)).reshape(-1)
-                  for name, part in parts}
-        np.savez(scores_path.with_suffix(".tmp.npz"), **scores)
-        scores_path.with_suffix(".tmp.npz").replace(scores_path)
+                  for name, part in texts.items()}
+        partial = scores_path.with_suffix(".tmp.npz")
+        np.savez(partial, **scores)
+        partial.replace(scores_path)
         scores_path.with_suffix(".json").write_text(json.dumps(
             {"label_s": round(time.perf_counter() - label_started, 1),
              "labelled_rows": sum(len(v) for v in scores.values())}))
@@ -313,9 +320,7 @@ def run(regime: str, pairs: list[dict[str, Any]], products: dict[str, str], spli
             {q: [ids[j] for j in row] for q, row in zip(test_queries, top)}, test)
         if name == "two_tower_kd":
             product_vectors_cache["vectors"], product_vectors_cache["student"] = vectors, s
-    ids_of: dict[str, list[str]] = {}
-    for pid in ids:
-        ids_of.setdefault(products[pid], []).append(pid)
+    ids_of = ids_by_title(products)
     models["bm25"]["recall_at_100"], _ = recall_at_100(
         {q: [pid for t in catalogue_bm25.top_k(q, 100) for pid in ids_of[t]] for q in test_queries}, test)
     for name in ("teacher", "pair_kd", "pair_nokd"):
